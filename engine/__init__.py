@@ -1,0 +1,32 @@
+"""How GPT-3 Works: the course engine.
+
+A GPT-3-style decoder in NumPy (CuPy on a GPU), laid out like the book:
+
+=================  ==========================================  ===========
+module             what it holds                               chapter
+=================  ==========================================  ===========
+``data``           corpora, sliding-window examples, batches   2 Training
+``optim``          AdamW, learning-rate schedule               2 Training
+``train``          the training loop, checkpoints              2 Training
+``tokenizer``      GPT-3's BPE through tiktoken                3 Tokens
+``bpe``            training a small byte-level BPE             3 Tokens
+``config``         GPTConfig, presets, counting                4 Parameters
+``layers``         LayerNorm, attention, MLP, block            5 Layers
+``model``          the whole decoder, X-ray, gradients         5 Layers
+``attention``      dense, banded, strided, fixed layouts       6 Sparse attention
+``generate``       sampling, KV cache                          7 Generation
+``finetune``       task data, fine-tuning, few-shot            8 Fine-tuning
+``hf``             Hugging Face GPT-2 weights in and out       Appendix
+``backend``        NumPy / CuPy                                Appendix
+=================  ==========================================  ===========
+"""
+from .attention import attention_mask
+from .backend import get_xp, to_numpy
+from .config import GPTConfig, PRESETS
+from .hf import load_hf_gpt2, save_hf_gpt2, to_hf_state_dict
+from .model import GPT
+from .tokenizer import get_encoding
+
+__all__ = ["GPT", "GPTConfig", "PRESETS", "attention_mask", "get_encoding", "get_xp", "load_hf_gpt2",
+           "save_hf_gpt2", "to_hf_state_dict", "to_numpy"]
+__version__ = "0.1.0"

