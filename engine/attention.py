@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from . import kernels
 from .backend import array_module, as_strided
 
 LAYOUTS = ("dense", "banded", "strided", "fixed")
@@ -55,11 +56,10 @@ def attention_mask(kind: str, T: int, window: int = 256, stride: int = 32, c: in
 
 
 def _softmax_(s, xp):
-    """Row softmax over the last axis, in place (s is a fresh scores array)."""
-    s -= s.max(axis=-1, keepdims=True)
-    xp.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
-    return s
+    """Row softmax over the last axis, in place (s is a fresh scores array, or a view of one).
+
+    s - max, exp, / sum: ``kernels.softmax_`` (fused on a GPU)."""
+    return kernels.softmax_(s)
 
 
 def _softmax_backward(dp, p):
@@ -88,10 +88,10 @@ def masked_attention_forward(q, k, v, bias):
     """Attention with an explicit additive bias (Tq, Tk) of 0 / -inf. Returns (out, cache)."""
     xp = array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    s = xp.matmul(q * q.dtype.type(scale), k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
+    s = kernels.bmm(q * q.dtype.type(scale), k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
     s += bias
     p = _softmax_(s, xp)
-    out = xp.matmul(p, v)
+    out = kernels.bmm(p, v)
     return out, (q, k, v, p, scale)
 
 
@@ -106,12 +106,31 @@ def masked_attention_backward(dout, cache):
     return dq, dk, dv
 
 
-def dense_attention_forward(q, k, v):
-    """Causal attention over all earlier positions. q, k, v: (B, H, T, D) -> out (B, H, T, D)."""
+def dense_attention_forward(q, k, v, block: int | None = None):
+    """Causal attention over all earlier positions. q, k, v: (B, H, T, D) -> out (B, H, T, D).
+
+    Queries go in blocks of ``block`` rows and block n scores only keys 0 .. its last row:
+    the scores above the diagonal, which the causal mask would zero, are never computed,
+    roughly halving the work. The probabilities land in a zeroed (B, H, T, T) array, so
+    the cache is exactly the full causal softmax that ``masked_attention_backward`` expects.
+    """
     xp = array_module(q)
-    T = q.shape[-2]
-    bias = _bias(("dense", T), xp, q.dtype, lambda: attention_mask("dense", T))
-    return masked_attention_forward(q, k, v, bias)
+    B, H, T, D = q.shape
+    scale = 1.0 / math.sqrt(D)
+    qs = q * q.dtype.type(scale)
+    kT = k.swapaxes(-1, -2)
+    p = xp.zeros((B, H, T, T), dtype=q.dtype)
+    out = xp.empty_like(q)
+    b = min(block, T) if block else kernels.causal_block(xp, T)
+    diag = _bias(("dense", b), xp, q.dtype, lambda: attention_mask("dense", b))  # the diagonal tile's mask
+    for r0 in range(0, T, b):
+        r1 = min(T, r0 + b)
+        s = p[:, :, r0:r1, :r1]  # a view: scores are written straight into the cache
+        kernels.bmm(qs[:, :, r0:r1], kT[:, :, :, :r1], out=s)
+        s[..., r0:r1] += diag[:r1 - r0, :r1 - r0]
+        _softmax_(s, xp)
+        kernels.bmm(s, v[:, :, :r1], out=out[:, :, r0:r1])
+    return out, (q, k, v, p, scale)
 
 
 dense_attention_backward = masked_attention_backward
@@ -166,10 +185,10 @@ def banded_attention_forward(q, k, v, window: int, block: int | None = None):
         qp = q
     qb = qp.reshape(B, H, nb, b, D)
     scale = 1.0 / math.sqrt(D)
-    s = xp.matmul(qb * q.dtype.type(scale), kw.swapaxes(-1, -2))  # (B, H, nb, b, S)
+    s = kernels.bmm(qb * q.dtype.type(scale), kw.swapaxes(-1, -2))  # (B, H, nb, b, S)
     s += _bias(("banded", T, window, b), xp, q.dtype, lambda: _band_bias(T, window, b, nb, P, S))
     p = _softmax_(s, xp)
-    out = xp.matmul(p, vw).reshape(B, H, Tp, D)[:, :, :T]
+    out = kernels.bmm(p, vw).reshape(B, H, Tp, D)[:, :, :T]
     return out, ("banded", (qb, kw, vw, p, scale, T, window, b, nb, P, S))
 
 

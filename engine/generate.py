@@ -8,6 +8,7 @@ pass over the whole sequence.
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -20,8 +21,9 @@ from .layers import layernorm_forward, linear_forward, merge_heads, mlp_forward,
 # ---------------------------------------------------------------------- sampling
 def softmax(logits, temperature: float = 1.0):
     """Softmax of logits / temperature over the last axis, stable for huge logits. NumPy in, NumPy out."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
+    z = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):  # shift first: huge logits / small T give -inf (weight 0), not NaN
+        z = (z - z.max(axis=-1, keepdims=True)) / temperature
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -40,13 +42,11 @@ def next_token_probs(logits, temperature: float = 1.0, top_k=None, top_p=None):
         return p
     p = softmax(logits, temperature)
     if top_k is not None and top_k < p.shape[-1]:
-        kth = np.sort(p, axis=-1)[..., -top_k][..., None]
         # ties at the threshold: keep exactly k by rank, not by value
         order = np.argsort(-p, axis=-1, kind="stable")
         keep = np.zeros_like(p, dtype=bool)
         np.put_along_axis(keep, order[..., :top_k], True, axis=-1)
         p = np.where(keep, p, 0.0)
-        del kth
     if top_p is not None and top_p < 1.0:
         order = np.argsort(-p, axis=-1, kind="stable")
         sorted_p = np.take_along_axis(p, order, axis=-1)
@@ -59,14 +59,19 @@ def next_token_probs(logits, temperature: float = 1.0, top_k=None, top_p=None):
     return p / p.sum(axis=-1, keepdims=True)
 
 
+def _is_real(x) -> bool:
+    # Python and NumPy numbers alike (np.float32(0.7) is not a Python float), never bools
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 def check_sampling(temperature, top_k, top_p):
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not np.isfinite(temperature):
+    if not _is_real(temperature) or not np.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    if top_p is not None and not (_is_real(top_p) and 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
@@ -79,7 +84,8 @@ def sample(logits, rng: np.random.Generator, temperature=1.0, top_k=None, top_p=
     # inverse-CDF draw: one uniform per row, reproducible for a given seed
     u = rng.random(p.shape[0])[:, None]
     cum = np.cumsum(p, axis=-1)
-    return np.minimum((cum < u * cum[:, -1:]).sum(axis=-1), p.shape[-1] - 1)
+    # "<=": a token of probability 0 is never picked, even when u is exactly 0
+    return np.minimum((cum <= u * cum[:, -1:]).sum(axis=-1), p.shape[-1] - 1)
 
 
 # ---------------------------------------------------------------------- KV cache

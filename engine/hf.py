@@ -70,10 +70,12 @@ def hf_config_dict(cfg: GPTConfig) -> dict:
         "layer_norm_epsilon": cfg.layer_norm_epsilon,
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
         "tie_word_embeddings": True,
-        "bos_token_id": 50256 if cfg.vocab_size > 50256 else 0,
-        "eos_token_id": 50256 if cfg.vocab_size > 50256 else 0,
+        # GPT-2's <|endoftext|>; a smaller (course) vocabulary has its own, unknown here: none, rather
+        # than token 0, at which transformers' generate would stop
+        "bos_token_id": 50256 if cfg.vocab_size > 50256 else None,
+        "eos_token_id": 50256 if cfg.vocab_size > 50256 else None,
         # transformers ignores these; the engine reads them back (GPT-3's sparse layers)
-        "engine_attention": list(cfg.layer_layouts()),
+        "engine_attention": list(cfg.attention) if isinstance(cfg.attention, tuple) else cfg.attention,
         "engine_window": cfg.window, "engine_stride": cfg.stride, "engine_fixed_c": cfg.fixed_c,
         "engine_name": cfg.name,
     }
@@ -84,6 +86,13 @@ def config_from_hf(d: dict) -> GPTConfig:
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"config.json asks for activation {act!r}; this engine implements GPT-2's tanh GELU "
                          "('gelu_new') only")
+    # Variants of GPT-2's attention that compute something else: refuse rather than run them wrong.
+    if d.get("scale_attn_by_inverse_layer_idx", False):
+        raise ValueError("config.json sets scale_attn_by_inverse_layer_idx: this engine scales attention scores "
+                         "by 1/sqrt(d_head) only, as GPT-2 and GPT-3 do")
+    if not d.get("scale_attn_weights", True):
+        raise ValueError("config.json sets scale_attn_weights = false: this engine always scales attention "
+                         "scores by 1/sqrt(d_head)")
     try:
         n_embd, n_layer, n_head = d["n_embd"], d["n_layer"], d["n_head"]
     except KeyError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from .attention import attention_backward, attention_forward
+from . import kernels
 from .backend import array_module
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -22,11 +23,8 @@ def layernorm_forward(x, p, eps: float = 1e-5):
 
     x: (B, T, C); p: {"g": (C,), "b": (C,)} -> (B, T, C)
     """
-    mean = x.mean(axis=-1, keepdims=True)
-    xc = x - mean
-    rstd = 1.0 / array_module(x).sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
-    xhat = xc * rstd
-    return xhat * p["g"] + p["b"], (xhat, rstd, p["g"])
+    y, xhat, rstd = kernels.layernorm(x, p["g"], p["b"], eps)  # the formula above, fewer passes
+    return y, (xhat, rstd, p["g"])
 
 
 def layernorm_backward(dy, cache):
@@ -42,7 +40,16 @@ def layernorm_backward(dy, cache):
 # ---------------------------------------------------------------------- Linear
 def linear_forward(x, p):
     """x @ w + b. x: (..., C_in); p: {"w": (C_in, C_out), "b": (C_out,)} -> (..., C_out)"""
-    return x @ p["w"] + p["b"], (x, p["w"])
+    w = p["w"]
+    # one 2-D product over all positions (B*T rows): a single GEMM on every backend
+    y = (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+    y += p["b"]  # in place: no second (..., C_out) array
+    return y, (x, w)
+
+
+def unembed(x, wte):
+    """Logits with the tied embedding: x @ wte.T as one 2-D product. x: (..., C); wte: (V, C) -> (..., V)"""
+    return (x.reshape(-1, x.shape[-1]) @ wte.T).reshape(*x.shape[:-1], wte.shape[0])
 
 
 def linear_backward(dy, cache):
@@ -54,13 +61,12 @@ def linear_backward(dy, cache):
 
 # ---------------------------------------------------------------------- GELU
 def gelu_forward(x):
-    """GELU, tanh form as in GPT-2: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    t = _tanh(x.dtype.type(GELU_C) * (x + x.dtype.type(0.044715) * x * x * x))
-    return 0.5 * x * (1.0 + t), (x, t)
+    """GELU, tanh form as in GPT-2: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Any shape.
 
-
-def _tanh(z):
-    return array_module(z).tanh(z)
+    ``kernels.gelu`` computes it with two buffers and no temporaries (one fused kernel on a GPU).
+    """
+    out, t = kernels.gelu(x)
+    return out, (x, t)
 
 
 def gelu_backward(dy, cache):

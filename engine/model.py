@@ -279,15 +279,23 @@ class XRay:
 def check_ids(ids, cfg: GPTConfig, xp, name: str = "ids", allow_long: bool = False):
     """Token ids -> ((B, T) backend int array, was_1d). Raises ValueError/TypeError that name the problem."""
     a = ids
+    if isinstance(a, (str, bytes)):
+        raise TypeError(f"{name} must be token ids, not text: encode it first, e.g. "
+                        "engine.get_encoding('gpt2').encode(text)")
     if isinstance(a, (list, tuple)):
         if len(a) == 0:
             raise ValueError(f"{name} is empty: give at least one token (e.g. the <|endoftext|> id)")
-        a = np.asarray(a)
+        try:
+            a = np.asarray(a)
+        except ValueError:  # NumPy refuses ragged nesting
+            a = np.empty(0, dtype=object)
         if a.dtype == object:
-            raise TypeError(f"{name} must be a rectangular list of integers")
+            raise TypeError(f"{name} must be a rectangular list of integers (every row the same length)")
     elif not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{name} must be a list or array of integer token ids, got {type(ids).__name__}")
     kind = np.dtype(a.dtype).kind
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(a.shape)}): give at least one token")
     if kind not in "iu":
         if kind == "U" or kind == "S":
             raise TypeError(f"{name} must be token ids, not text: encode it first, e.g. "

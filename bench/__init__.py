@@ -1,0 +1,1 @@
+"""Benchmarks of the engine against PyTorch / transformers references: ``python -m bench`` (see README)."""

@@ -1,0 +1,78 @@
+"""python -m bench [--quick] [--only forward,generate,train,banded,memory] [--repeats N] [--threads N]
+
+Runs each CPU benchmark next to its reference in this process (same machine, same thread
+count for NumPy's BLAS and PyTorch), prints a table of ratios against the targets of issue 6
+and appends it, with a description of the machine, to bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .common import RESULTS, Row, append_results, machine_description, set_threads, table
+
+
+def parse(argv=None):
+    from .cpu import BENCHMARKS
+
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness, numbers mean nothing")
+    ap.add_argument("--only", default=",".join(BENCHMARKS),
+                    help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5; 2 quick)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads for both NumPy's BLAS and PyTorch (default: all cores)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to append to")
+    ap.add_argument("--no-append", action="store_true", help="print only; do not touch RESULTS.md")
+    a = ap.parse_args(argv)
+    names = [s.strip() for s in a.only.split(",") if s.strip()]
+    bad = [n for n in names if n not in BENCHMARKS]
+    if bad:
+        ap.error(f"unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
+    if a.repeats is not None and a.repeats < 1:
+        ap.error("--repeats must be at least 1")
+    if a.threads < 1:
+        ap.error("--threads must be at least 1")
+    a.names = names
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    threads = set_threads(a.threads)
+    from tqdm import tqdm
+
+    from .cpu import BENCHMARKS, Sizes
+
+    sizes = Sizes.quick() if a.quick else Sizes()
+    repeats = a.repeats or (2 if a.quick else 5)
+    machine = machine_description(threads)
+    print(machine, flush=True)
+    rows: list[Row] = []
+    failed = False
+    t0 = time.time()
+    bar = tqdm(a.names, desc="benchmarks", unit="bench", file=sys.stderr)
+    for name in bar:
+        bar.set_postfix_str(name)
+        try:
+            rows.extend(BENCHMARKS[name](sizes, repeats))
+        except Exception as e:  # report and go on: one broken reference must not hide the rest
+            failed = True
+            traceback.print_exc()
+            rows.append(Row(name, "error", f"{type(e).__name__}: {e}"[:120]))
+    text = table(rows)
+    mode = "quick (tiny sizes, harness check only)" if a.quick else "full"
+    text += f"\n{mode}; medians of {repeats} interleaved runs after a warm-up; {time.time() - t0:.0f} s in all.\n"
+    print(text)
+    if not a.no_append:
+        append_results(text, f"CPU benchmarks ({mode})", machine, a.results)
+        print(f"appended to {a.results}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""What every benchmark shares: thread control, timing, machine rates, the table and RESULTS.md.
+
+Timings are medians of ``repeats`` runs after one warm-up run. When an engine
+function is compared with its reference, the runs alternate (engine, reference,
+engine, ...) so that a burst of load from other processes on a shared machine
+hits both sides alike; only ratios taken this way are reported as targets.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+# ---------------------------------------------------------------------- threads
+def set_threads(n: int) -> dict:
+    """Give NumPy's BLAS and PyTorch the same number of threads. Returns what is in effect."""
+    info = {"threads": n, "blas": "unknown"}
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(limits=n)
+        pools = threadpool_info()
+        blas = [p for p in pools if p.get("user_api") == "blas"]
+        if blas:
+            b = blas[0]
+            info["blas"] = f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}), " \
+                           f"{b.get('num_threads')} threads"
+    except ImportError:  # without threadpoolctl, the environment variables set before import decide
+        info["blas"] = "see numpy.show_config(); threads from OMP/OPENBLAS_NUM_THREADS"
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+# ---------------------------------------------------------------------- timing
+def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
+    """Median time of each function in ``fns`` ({name: fn}), the runs interleaved round-robin."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ts = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+
+# ---------------------------------------------------------------------- machine rates
+def matmul_rate(n: int = 1024, k: int = 768, m: int = 3072, repeats: int = 5, dtype=np.float32) -> float:
+    """NumPy (BLAS) matrix-multiply rate in FLOP/s for an (n, k) @ (k, m) product."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, k), dtype=dtype)
+    b = rng.standard_normal((k, m), dtype=dtype)
+    out = np.empty((n, m), dtype=dtype)
+    t = median_time(lambda: np.matmul(a, b, out=out), repeats)
+    return 2.0 * n * k * m / t
+
+
+def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Memory read bandwidth in bytes/s: a float32 matrix-vector product over ``nbytes`` of matrix.
+
+    That is the very operation one cached generation step is made of (every weight read once),
+    run by the same multi-threaded BLAS, on a matrix far larger than the caches.
+    """
+    cols = 4096
+    rows = max(1, nbytes // (4 * cols))
+    a = np.ones((rows, cols), dtype=np.float32)
+    x = np.ones(cols, dtype=np.float32)
+    y = np.empty(rows, dtype=np.float32)
+    t = median_time(lambda: np.matmul(a, x, out=y), repeats)
+    return a.nbytes / t
+
+
+def machine_description(threads: dict) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"CPU {cpu}, {os.cpu_count()} logical cores", f"{threads['threads']} threads for both sides",
+             f"BLAS {threads['blas']}", f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    try:
+        import torch
+
+        parts.append(f"PyTorch {torch.__version__}")
+    except ImportError:
+        pass
+    try:
+        import transformers
+
+        parts.append(f"transformers {transformers.__version__}")
+    except ImportError:
+        pass
+    try:
+        parts.append(f"load average before the run {os.getloadavg()[0]:.2f}")
+    except OSError:
+        pass
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------- the table
+@dataclass
+class Row:
+    """One line of the table: what was measured, the two numbers, their ratio and the target."""
+    name: str
+    engine: str
+    reference: str
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def fmt_ratio(r) -> str:
+    return "" if r is None else f"{r:.3f}"
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table of the rows."""
+    head = "| benchmark | engine | reference | ratio | target | met |\n|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(f"| {r.name} | {r.engine} | {r.reference} | {fmt_ratio(r.ratio)} | {r.target} | {met} |")
+    notes = [f"- {r.name}: {r.note}" for r in rows if r.note]
+    return head + "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
+
+
+def append_results(text: str, title: str, machine: str, path: Path = RESULTS) -> None:
+    """Append a dated section to RESULTS.md (created with a header if missing)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if not path.exists():
+        path.write_text("# Benchmark results\n\nAppended by `python -m bench` (newest last).\n")
+    with path.open("a") as f:
+        f.write(f"\n## {title}, {stamp}\n\nMachine: {machine}\n\n{text}")

@@ -1,0 +1,51 @@
+"""Small Sphinx additions for the course book.
+
+* Widget JavaScript served from the site itself when ``book/_wm/wm`` holds it (``make widgets-js``
+  installs it from npm), so widgets render from saved state with no CDN; otherwise myst-nb's CDN
+  default is kept. ``paths.js`` tells require.js where the widget modules live, so that their fonts
+  are fetched from ``_static/wm`` too.
+* The ``{exercise}`` role: ``{exercise}`02_training``` links to ``exercises/02_training.ipynb`` in the
+  repository whose address is set once, in ``_config.yml`` (``repository.url``).
+* Each inline script is emitted once per page (sphinx-thebe's configuration script can be registered
+  twice, which is a JavaScript error: ``const`` declared twice).
+"""
+from pathlib import Path
+
+from docutils import nodes
+
+WM = Path(__file__).resolve().parent.parent / "_wm"
+WIDGET_JS = ("wm/require.js", "wm/paths.js", "wm/embed-amd.js")
+
+
+def _local_widget_js(app, config):
+    if all((WM / f).is_file() for f in WIDGET_JS):
+        config.html_static_path = [*config.html_static_path, str(WM)]
+        config.nb_ipywidgets_js = {f: {} for f in WIDGET_JS}
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree):
+    seen, out = set(), []
+    for js in context.get("script_files", []):
+        # filename ('' and None both mean inline), and attributes (an inline script's body included)
+        key = (getattr(js, "filename", str(js)) or "", repr(sorted(getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            out.append(js)
+    context["script_files"] = out
+
+
+def exercise_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    cfg = inliner.document.settings.env.config
+    opts = cfg.html_theme_options or {}
+    url = opts.get("repository_url", "").rstrip("/")
+    branch = opts.get("repository_branch", "main") or "main"
+    stem = text.strip().removesuffix(".ipynb")
+    ref = nodes.reference(rawtext, f"exercises/{stem}.ipynb", refuri=f"{url}/blob/{branch}/exercises/{stem}.ipynb")
+    return [ref], []
+
+
+def setup(app):
+    app.connect("config-inited", _local_widget_js)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)  # after the others add theirs
+    app.add_role("exercise", exercise_role)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,138 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint is a directory:
+
+* ``model.safetensors``  the weights (engine names, e.g. ``h.0.attn.c_attn.w``);
+* ``optim.safetensors``  AdamW's two moment buffers;
+* ``state.json``         step, optimizer step count, the batch sampler's RNG state, the
+                         model config, the training settings and the metrics so far;
+* ``tokenizer.tiktoken`` the tokenizer (tiktoken format), when there is one;
+* ``manifest.json``      the SHA-256 of each file above.
+
+Writes are atomic: the directory is written under a temporary name, flushed to
+disk, then renamed into place (the previous checkpoint is kept as ``<name>.old``
+until the rename is done), so a crash or a kill during a save never leaves
+only a half-written checkpoint. Loading checks every file against the manifest
+and refuses a corrupted checkpoint with a clear error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+FILES = ("model.safetensors", "optim.safetensors", "state.json", "tokenizer.tiktoken")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or corrupted."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path, weights: dict, state: dict, optim: dict | None = None, enc=None) -> Path:
+    """Atomically write a checkpoint directory at ``path``.
+
+    weights: {name: NumPy array}; optim: {name: NumPy array} (optional); state: JSON-able dict;
+    enc: a tiktoken.Encoding to store alongside (optional).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        if optim is not None:
+            save_file({k: np.ascontiguousarray(v) for k, v in optim.items()}, str(tmp / "optim.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        if enc is not None:
+            from .bpe import save_encoding
+
+            save_encoding(enc, tmp / "tokenizer.tiktoken")
+        manifest = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        for f in tmp.iterdir():
+            _fsync(f)
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)  # keep the last good one until the new one is in place
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve(path) -> Path:
+    """The checkpoint directory to read: ``path``, or ``path.old`` if a save was cut short."""
+    path = Path(path)
+    if (path / "manifest.json").exists():
+        return path
+    old = path.with_name(path.name + ".old")
+    if (old / "manifest.json").exists():
+        return old
+    if path.exists():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no manifest.json); it may have been "
+                              "cut off while saving. Start again without --resume, or point at another checkpoint.")
+    raise CheckpointError(f"no checkpoint at {path}")
+
+
+def verify(path) -> Path:
+    """Check every file against the manifest; returns the directory. Raises CheckpointError."""
+    path = resolve(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} is corrupted: manifest.json is not valid JSON") from e
+    if "model.safetensors" not in manifest or "state.json" not in manifest:
+        raise CheckpointError(f"checkpoint {path} is incomplete: its manifest lists no model or state")
+    for name, digest in manifest.items():
+        f = path / name
+        if not f.exists():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+        got = _sha256(f)
+        if got != digest:
+            raise CheckpointError(f"checkpoint {path} is corrupted: {name} has SHA-256 {got[:16]}..., the manifest "
+                                  f"says {digest[:16]}.... Do not resume from it; use an older checkpoint or "
+                                  "start again.")
+    return path
+
+
+def load_checkpoint(path, verify_hashes: bool = True) -> dict:
+    """Read a checkpoint: {'weights', 'optim' (or None), 'state', 'enc' (or None), 'path'}."""
+    path = verify(path) if verify_hashes else resolve(path)
+    try:
+        weights = load_file(str(path / "model.safetensors"))
+        optim = load_file(str(path / "optim.safetensors")) if (path / "optim.safetensors").exists() else None
+        state = json.loads((path / "state.json").read_text())
+    except Exception as e:  # noqa: BLE001 - re-raise with the file named
+        raise CheckpointError(f"checkpoint {path} could not be read: {e}") from e
+    enc = None
+    if (path / "tokenizer.tiktoken").exists():
+        from .bpe import load_encoding
+
+        enc = load_encoding(path / "tokenizer.tiktoken")
+    return {"weights": weights, "optim": optim, "state": state, "enc": enc, "path": path}

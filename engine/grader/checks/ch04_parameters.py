@@ -1,0 +1,158 @@
+"""Chapter 4, Parameters: counting parameters, memory, training compute."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...config import PRESETS, GPTConfig
+from ..core import task
+from ..runner import Fail, call, number
+
+CH = "04_parameters"
+GPT3 = [k for k in PRESETS if k.startswith("gpt3-")]
+SECONDS_PER_YEAR = 365 * 24 * 3600
+
+# ---------------------------------------------------------------------- n_params
+npar = task("n_params", CH, "Parameter count from a config", "n_params")
+
+
+def _np_case(f, cfg: GPTConfig):
+    args = (cfg.n_layer, cfg.d_model, cfg.n_ctx, cfg.vocab_size)
+    what = "n_params(n_layer={}, d_model={}, n_ctx={}, vocab_size={})".format(*args)
+    if cfg.name:
+        what += f" [{cfg.name}]"
+    got = call(f, *args, name="n_params", arg_names=["n_layer", "d_model", "n_ctx", "vocab_size"])
+    want = cfg.n_params()
+    d, L = cfg.d_model, cfg.n_layer
+    hint = ""
+    try:
+        diff = int(got) - want
+    except Exception:
+        diff = None
+    if diff is not None and diff != 0:
+        hint = {cfg.vocab_size * d: "the output layer reuses wte (tied weights): do not count it twice",
+                -cfg.n_ctx * d: "count the position embeddings wpe (n_ctx x d_model)",
+                -2 * d: "count the final LayerNorm ln_f (gain and bias: 2 d_model)",
+                -L * 4 * d: "count both LayerNorms of every block (4 d_model per layer)",
+                -L * 9 * d: "count the biases of the four linear layers (3d + d + 4d + d per layer)",
+                -L * 13 * d: "count the biases and the LayerNorms (13 d_model per layer)",
+                -L * 4 * d * d: "the MLP is d_model -> 4 d_model -> d_model: 8 d^2 weights, not 4 d^2"}.get(diff, "")
+        if not hint and diff % L == 0 and abs(diff) < 20 * d * d * L:
+            hint = f"you are {diff // L:+,} per layer off: a block holds 12 d^2 + 13 d parameters"
+    number(got, float(want), what, rtol=0, hint=hint)
+
+
+@npar.part("GPT-3 Small")
+def _(f):
+    _np_case(f, PRESETS["gpt3-small"])
+
+
+@npar.part("all eight GPT-3 sizes (Table 2.1)")
+def _(f):
+    for k in GPT3:
+        _np_case(f, PRESETS[k])
+
+
+@npar.part("other shapes")
+def _(f):
+    rng = np.random.default_rng(20)
+    for _ in range(4):
+        h = int(rng.integers(1, 9))
+        _np_case(f, GPTConfig(n_layer=int(rng.integers(1, 30)), n_head=h, d_model=h * int(rng.integers(1, 64)),
+                              n_ctx=int(rng.integers(1, 4096)), vocab_size=int(rng.integers(2, 60000))))
+
+
+# ---------------------------------------------------------------------- memory
+mem = task("memory", CH, "Memory for weights and Adam", ("weights_bytes", "adam_bytes"))
+
+
+@mem.part("weights in float32")
+def _(weights_bytes, adam_bytes):
+    for k in GPT3:
+        n = PRESETS[k].n_params()
+        number(call(weights_bytes, n, "float32", name="weights_bytes", arg_names=["n_params", "dtype"]),
+               PRESETS[k].memory_bytes("float32")["weights"], f"weights_bytes({n:,}, 'float32') [{k}]", rtol=0,
+               hint="a float32 takes 4 bytes")
+
+
+@mem.part("weights in float16 and bfloat16")
+def _(weights_bytes, adam_bytes):
+    for k in ("gpt3-small", "gpt3-175b"):
+        n = PRESETS[k].n_params()
+        for dt in ("float16", "bfloat16"):
+            number(call(weights_bytes, n, dt, name="weights_bytes", arg_names=["n_params", "dtype"]),
+                   PRESETS[k].memory_bytes(dt)["weights"], f"weights_bytes({n:,}, {dt!r}) [{k}]", rtol=0,
+                   hint=f"a {dt} number takes 2 bytes")
+
+
+@mem.part("Adam's two moments (float32)")
+def _(weights_bytes, adam_bytes):
+    for k in GPT3:
+        n = PRESETS[k].n_params()
+        number(call(adam_bytes, n, name="adam_bytes", arg_names=["n_params"]),
+               PRESETS[k].memory_bytes("float32")["adam"], f"adam_bytes({n:,}) [{k}]", rtol=0,
+               hint="Adam keeps two numbers per parameter (the moments m and v), each a 4-byte float32")
+
+
+# ---------------------------------------------------------------------- training FLOPs
+flops = task("training_flops", CH, "Training compute", "training_flops")
+
+
+def _flops_case(f, n, tokens, what):
+    got = call(f, n, tokens, name="training_flops", arg_names=["n_params", "n_tokens"])
+    want = 6.0 * n * tokens
+    hint = ""
+    try:
+        r = float(got) / want
+        if abs(r - 1 / 3) < 1e-6:
+            hint = "that is the forward pass only (2 N per token); the backward pass costs twice that again"
+        elif abs(r - 2 / 3) < 1e-6:
+            hint = "forward 2 N + backward 4 N = 6 N FLOPs per token"
+    except Exception:
+        pass
+    number(got, want, what, rtol=1e-9, hint=hint)
+
+
+@flops.part("GPT-3 175B on 300 billion tokens")
+def _(f):
+    n = PRESETS["gpt3-175b"].n_params()
+    _flops_case(f, n, 300e9, f"training_flops({n:,}, 300e9)")
+
+
+@flops.part("other sizes")
+def _(f):
+    for k in ("gpt3-small", "gpt3-xl", "gpt3-13b"):
+        n = PRESETS[k].n_params()
+        _flops_case(f, n, 300e9, f"training_flops({n:,}, 300e9) [{k}]")
+    _flops_case(f, 1000, 7, "training_flops(1000, 7)")
+
+
+# ---------------------------------------------------------------------- GPU-years
+gy = task("gpu_years", CH, "GPU-years for given hardware", "gpu_years")
+
+
+def _gy_case(f, fl, peak, util):
+    got = call(f, fl, peak, util, name="gpu_years", arg_names=["flops", "peak_flops_per_s", "utilization"])
+    want = fl / (peak * util) / SECONDS_PER_YEAR
+    hint = ""
+    try:
+        g = float(got)
+        if abs(g - fl / (peak * util)) < 1e-6 * fl / (peak * util):
+            hint = "that is in GPU-seconds; divide by the seconds in a year (365 x 24 x 3600)"
+        elif abs(g - fl / peak / SECONDS_PER_YEAR) < 1e-6 * want:
+            hint = "the GPU only reaches `utilization` of its peak: divide by peak x utilization"
+        elif abs(g - fl * util / peak / SECONDS_PER_YEAR) < 1e-6 * want:
+            hint = "a lower utilization means *more* time: divide by it, do not multiply"
+    except Exception:
+        pass
+    number(got, want, f"gpu_years({fl:.3g}, {peak:.3g}, {util})", rtol=1e-9, hint=hint)
+
+
+@gy.part("GPT-3 175B on V100s at 30% of 125 TFLOP/s")
+def _(f):
+    _gy_case(f, 6.0 * PRESETS["gpt3-175b"].n_params() * 300e9, 125e12, 0.3)
+
+
+@gy.part("other hardware")
+def _(f):
+    _gy_case(f, 3.14e23, 989e12, 0.4)
+    _gy_case(f, 1e20, 19.5e12, 1.0)

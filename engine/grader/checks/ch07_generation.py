@@ -1,0 +1,171 @@
+"""Chapter 7, Generation: softmax with temperature, top-k, top-p, a greedy loop with a KV cache."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...generate import next_token_probs, softmax as ref_softmax
+from ..core import task
+from ..runner import Fail, as_array, call, close
+from ._util import matches, tiny_model
+
+CH = "07_generation"
+
+# ---------------------------------------------------------------------- softmax
+sm = task("softmax", CH, "Softmax with temperature", "softmax")
+
+
+def _sm_case(f, logits, temperature=1.0, hint=""):
+    what = f"softmax(logits {logits.shape}, temperature={temperature})"
+    got = call(f, logits, temperature, name="softmax", arg_names=["logits", "temperature"])
+    want = ref_softmax(logits, temperature)
+    if not hint and logits.ndim == 2 and matches(got, np.exp(logits / temperature) / np.exp(logits / temperature).sum()):
+        hint = "normalise each row on its own (sum over the last axis, keepdims=True)"
+    if not hint and temperature != 1 and matches(got, ref_softmax(logits * temperature)):
+        hint = "divide the logits by the temperature (you multiplied)"
+    if not hint and temperature != 1 and matches(got, ref_softmax(logits)):
+        hint = "divide the logits by the temperature before exp"
+    close(got, want, what, rtol=1e-6, atol=1e-12, hint=hint)
+
+
+@sm.part("random logits, one row and a batch of rows")
+def _(f):
+    rng = np.random.default_rng(50)
+    for shape in [(7,), (3, 11), (1, 2)]:
+        _sm_case(f, rng.standard_normal(shape) * 3)
+
+
+@sm.part("huge logits (numerically stable)")
+def _(f):
+    rng = np.random.default_rng(51)
+    _sm_case(f, np.array([1000.0, 999.0, 990.0, 1000.0]),
+             hint="your softmax overflows for logits near 1000: subtract the row maximum first")
+    _sm_case(f, rng.standard_normal((2, 6)) * 1000, hint="your softmax overflows for logits near 1000: subtract the row maximum first")
+    _sm_case(f, np.array([-1000.0, -1001.0, -2000.0]), hint="subtract the row maximum first: exp(-1000) underflows to 0")
+
+
+@sm.part("temperature")
+def _(f):
+    rng = np.random.default_rng(52)
+    x = rng.standard_normal((2, 9)) * 2
+    for t in (0.5, 2.0, 0.05):
+        _sm_case(f, x, t)
+
+
+# ---------------------------------------------------------------------- top-k / top-p
+def _probs_case(f, name, logits, value, want, argname, hint=""):
+    what = f"{name}(logits of {logits.shape[0]} tokens, {argname}={value})"
+    got = as_array(call(f, logits, value, name=name, arg_names=["logits", argname]), what, want.shape)
+    if got.dtype.kind not in "fiu":
+        raise Fail(f"{what} returned dtype {got.dtype}; expected probabilities")
+    kept_want = want > 0
+    kept_got = got > 0
+    if (kept_got != kept_want).any():
+        n_got, n_want = int(kept_got.sum()), int(kept_want.sum())
+        if n_got != n_want:
+            raise Fail(f"{what} kept {n_got} tokens, expected {n_want}" + (f". {hint}" if hint else ""))
+        raise Fail(f"{what} kept the wrong tokens: keep the most likely ones (ids {np.flatnonzero(kept_want)[:8].tolist()})")
+    if not np.isclose(got.sum(), 1.0, atol=1e-6):
+        raise Fail(f"{what}: the kept probabilities sum to {got.sum():.4f}; renormalise them to sum to 1")
+    close(got, want, what, rtol=1e-6, atol=1e-12)
+
+
+tk = task("top_k", CH, "Top-k", "top_k_probs")
+
+
+@tk.part("random logits")
+def _(f):
+    rng = np.random.default_rng(53)
+    for V, k in [(10, 3), (50, 7), (20, 19)]:
+        x = rng.standard_normal(V) * 2
+        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k")
+
+
+@tk.part("edge cases: k = 1, k = V, k > V")
+def _(f):
+    rng = np.random.default_rng(54)
+    x = rng.standard_normal(12)
+    for k in (1, 12, 40):
+        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k")
+
+
+tp = task("top_p", CH, "Top-p (nucleus)", "top_p_probs")
+TOP_P_HINT = ("keep the smallest set of most likely tokens whose probability reaches p, including the token "
+              "that crosses p")
+
+
+@tp.part("random logits")
+def _(f):
+    rng = np.random.default_rng(55)
+    for V, p in [(10, 0.5), (40, 0.9), (25, 0.75)]:
+        x = rng.standard_normal(V) * 2
+        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT)
+
+
+@tp.part("edge cases: tiny p keeps one token, p = 1 keeps all")
+def _(f):
+    rng = np.random.default_rng(56)
+    x = rng.standard_normal(15) * 2
+    for p in (1e-9, 1.0):
+        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT)
+
+
+# ---------------------------------------------------------------------- greedy loop with a KV cache
+gr = task("greedy_generate", CH, "A greedy loop with a KV cache", "greedy_generate")
+
+
+class _CountingWPE(np.ndarray):
+    """wpe that records how many positions are embedded: one per step with a cache, all of them without."""
+
+    def __getitem__(self, key):
+        rec = self.__dict__.get("record")
+        if rec is not None and isinstance(key, slice):
+            rec.append(len(range(*key.indices(self.shape[0]))))
+        return np.asarray(super().__getitem__(key))
+
+
+def _greedy_case(f, model, prompt, n_new, rec=None):
+    what = f"greedy_generate(model, prompt of {len(prompt)} tokens, n_new={n_new})"
+    got = call(f, model, prompt, n_new, name="greedy_generate", arg_names=["model", "prompt", "n_new"], timeout=30,
+               may_mutate=True)
+    used = sum(rec) if rec is not None else 0  # positions the learner's loop embedded
+    want = model.generate(np.asarray(prompt), n_new, temperature=0)
+    got = as_array(got, what)
+    if got.ndim != 1:
+        raise Fail(f"{what} returned shape {got.shape}; return one 1-D list: the prompt followed by the new tokens")
+    if got.shape[0] == n_new and n_new != len(want):
+        raise Fail(f"{what} returned only the {n_new} new tokens; return the prompt followed by them "
+                   f"({len(want)} tokens)")
+    close(got.astype(np.int64), want, what, hint="take the argmax of the last position's logits at every step")
+    return used
+
+
+@gr.part("matches the engine's greedy output", points=2)
+def _(f):
+    model = tiny_model(57, n_ctx=24)
+    rng = np.random.default_rng(57)
+    for T, n in [(3, 8), (1, 5), (6, 12)]:
+        _greedy_case(f, model, [int(i) for i in rng.integers(0, model.cfg.vocab_size, T)], n)
+
+
+@gr.part("uses the cache: one new position per step")
+def _(f):
+    model = tiny_model(58, n_ctx=24)
+    rec: list = []
+    wpe = model.params["wpe"].view(_CountingWPE)
+    wpe.record = rec
+    model.params["wpe"] = wpe
+    prompt, n = [5, 9, 2, 7], 10
+    rec_total = _greedy_case(f, model, prompt, n, rec)
+    del wpe.record
+    want_total = len(prompt) + n  # the prompt once, then one token per step (the last one may be fed too)
+    if rec_total > want_total:
+        raise Fail(f"greedy_generate ran {rec_total} positions through the model for a {len(prompt)}-token prompt "
+                   f"and {n} new tokens; with a KV cache it needs at most {want_total} (the prompt once, then one "
+                   "token per step). Feed only the newest token to forward_cached")
+
+
+@gr.part("edge cases: n_new = 0, filling the context exactly")
+def _(f):
+    model = tiny_model(59, n_ctx=12)
+    _greedy_case(f, model, [1, 2, 3], 0)
+    _greedy_case(f, model, [4, 8], 10)

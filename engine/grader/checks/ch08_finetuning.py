@@ -1,0 +1,147 @@
+"""Chapter 8, Fine-tuning: freeze most parameters, score only the answer, run a few steps."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...model import tree_flatten, tree_map
+from ..core import task
+from ..runner import Fail, call, close, describe, number
+from ._util import tiny_model
+
+CH = "08_finetuning"
+
+
+def ref_freeze_grads(grads, trainable):
+    """Gradient tree with every leaf zeroed unless its flat name starts with one of ``trainable``."""
+    flat = tree_flatten(grads)
+    keep = {k for k in flat if any(k.startswith(p) for p in trainable)}
+    out = tree_map(np.zeros_like, grads)
+    oflat = tree_flatten(out)
+    for k in keep:
+        oflat[k][...] = flat[k]
+    return out
+
+
+def answer_targets(prompt, answer):
+    """Inputs and targets for one example: every position predicts the next token; only the answer counts."""
+    seq = list(prompt) + list(answer)
+    x = np.asarray(seq[:-1])[None]
+    t = np.asarray(seq[1:])[None].copy()
+    t[0, :len(prompt) - 1] = -1
+    return x, t
+
+
+# ---------------------------------------------------------------------- freeze_grads
+fz = task("freeze_grads", CH, "Freezing all but some parameters", "freeze_grads")
+
+
+def _fz_case(f, trainable):
+    model = tiny_model(60)
+    rng = np.random.default_rng(60)
+    ids = rng.integers(0, 64, (1, 6))
+    _, grads = model.loss_and_grads(ids, np.roll(ids, -1, 1))
+    what = f"freeze_grads(grads, trainable={trainable})"
+    got = call(f, grads, trainable, name="freeze_grads", arg_names=["grads", "trainable"])
+    if got is None:
+        raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+    try:
+        gflat = tree_flatten(got)
+    except Exception:
+        raise Fail(f"{what} returned {describe(got)}; return a tree shaped like grads (dicts and the list 'h')") from None
+    want = tree_flatten(ref_freeze_grads(grads, trainable))
+    missing = sorted(set(want) - set(gflat))
+    if missing:
+        raise Fail(f"{what}: the result lacks {missing[0]} (and {len(missing) - 1} more); keep every leaf, "
+                   "zeroing the frozen ones")
+    for k, w in want.items():
+        frozen = not np.any(w)
+        close(gflat[k], w, f"{what}, leaf {k}",
+              hint=("this parameter is frozen: its gradient must be zero" if frozen else
+                    "this parameter is trainable: keep its gradient unchanged"))
+
+
+@fz.part("zeroes exactly the frozen gradients")
+def _(f):
+    _fz_case(f, ["ln_f"])
+    _fz_case(f, ["h.1.", "wpe"])
+
+
+@fz.part("nothing trainable; everything trainable")
+def _(f):
+    _fz_case(f, [])
+    _fz_case(f, ["wte", "wpe", "h.", "ln_f"])
+
+
+# ---------------------------------------------------------------------- answer_loss
+al = task("answer_loss", CH, "The task loss: only the answer counts", "answer_loss")
+
+
+@al.part("matches the masked cross-entropy", points=2)
+def _(f):
+    model = tiny_model(61)
+    for prompt, answer in [([3, 4, 5, 6], [7, 8]), ([1, 2], [9]), ([10, 11, 12], [13, 14, 15, 16])]:
+        x, t = answer_targets(prompt, answer)
+        want = model.loss(x, t)
+        got = call(f, model, prompt, answer, name="answer_loss", arg_names=["model", "prompt", "answer"])
+        hint = ""
+        try:
+            full = model.loss(x, np.asarray(list(prompt) + list(answer))[None, 1:])
+            if abs(float(got) - full) < 1e-9:
+                hint = "that scores the prompt too: set the targets of the prompt positions to -1"
+        except Exception:
+            pass
+        number(got, want, f"answer_loss(model, prompt={prompt}, answer={answer})", rtol=1e-6, hint=hint or
+               "inputs are prompt + answer without the last token, targets the same shifted by one, "
+               "with -1 at the positions whose next token is still prompt")
+
+
+# ---------------------------------------------------------------------- finetune
+ft = task("finetune", CH, "A few fine-tuning steps", "finetune")
+EXAMPLES = [([3, 4, 5, 6], [7, 8]), ([1, 2, 3], [9, 9]), ([10, 11], [12])]
+
+
+def _ft_run(f, trainable, steps=5, lr=0.5):
+    model = tiny_model(62)
+    before = tree_flatten(tree_map(np.copy, model.params))
+    losses = call(f, model, EXAMPLES, trainable, steps, lr, name="finetune",
+                  arg_names=["model", "examples", "trainable", "steps", "lr"], timeout=60, may_mutate=True)
+    return model, before, losses
+
+
+def _mean_task_loss(model):
+    return float(np.mean([model.loss(*answer_targets(p, a)) for p, a in EXAMPLES]))
+
+
+@ft.part("frozen parameters stay as they were")
+def _(f):
+    model, before, _ = _ft_run(f, ["ln_f", "h.1.mlp"])
+    after = tree_flatten(model.params)
+    changed = [k for k in before if not any(k.startswith(p) for p in ["ln_f", "h.1.mlp"])
+               and not np.array_equal(before[k], after[k])]
+    if changed:
+        raise Fail(f"finetune(..., trainable=['ln_f', 'h.1.mlp']) changed the frozen parameter {changed[0]} "
+                   f"(and {len(changed) - 1} more): update only the trainable ones (freeze_grads)")
+    moved = [k for k in before if k.startswith(("ln_f", "h.1.mlp")) and not np.array_equal(before[k], after[k])]
+    if not moved:
+        raise Fail("finetune(..., trainable=['ln_f', 'h.1.mlp']) changed no parameter at all: "
+                   "subtract lr * grad from the trainable parameters in model.params")
+
+
+@ft.part("the task loss fell", points=2)
+def _(f):
+    start = _mean_task_loss(tiny_model(62))
+    model, _, losses = _ft_run(f, ["ln_f", "h.1."])
+    end = _mean_task_loss(model)
+    if not end < start - 1e-3:
+        raise Fail(f"after finetune(model, examples, trainable=['ln_f', 'h.1.'], steps=5, lr=0.5) the mean answer "
+                   f"loss went from {start:.4f} to {end:.4f}; it should fall")
+    if losses is None or not hasattr(losses, "__len__") or len(losses) != 5:
+        raise Fail(f"finetune should return the list of the {5} per-step losses, got {describe(losses)}")
+    try:
+        first = float(losses[0])
+    except Exception:
+        raise Fail(f"finetune's losses should be numbers, got {describe(losses)}") from None
+    if abs(first - start) > 1e-6 * abs(start):
+        raise Fail(f"the first loss finetune returned is {first:.6f}, but the mean answer loss of the examples "
+                   f"before training is {start:.6f}: return, for each step, the mean answer_loss over the "
+                   "examples before that step's update")

@@ -1,0 +1,125 @@
+"""Tasks, their parts, and grading a notebook's namespace.
+
+A ``Task`` is one graded exercise: the names it reads from the learner's notebook
+(``needs``) and independent ``parts``, each worth some points (partial credit). A
+part is a function of the learner's objects that returns normally when it passes and
+raises ``Fail("what went wrong, with a hint")`` when it does not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from typing import Callable
+
+from .runner import Fail, _TimeUp, time_limit
+
+REGISTRY: dict[str, "Task"] = {}
+CHAPTERS: dict[str, list[str]] = {}  # chapter (notebook stem) -> task names in order
+PART_TIMEOUT = 60.0  # a whole part, on top of each learner call's own limit
+
+
+@dataclasses.dataclass
+class Part:
+    title: str
+    points: float
+    fn: Callable
+
+
+@dataclasses.dataclass
+class Task:
+    name: str
+    chapter: str
+    title: str
+    needs: tuple
+    parts: list = dataclasses.field(default_factory=list)
+
+    def part(self, title: str, points: float = 1):
+        def deco(fn):
+            self.parts.append(Part(title, points, fn))
+            return fn
+        return deco
+
+    @property
+    def points(self) -> float:
+        return sum(p.points for p in self.parts)
+
+
+def task(name: str, chapter: str, title: str, needs) -> Task:
+    """Register a task; ``needs`` are the notebook names its parts receive, in order."""
+    if name in REGISTRY:
+        raise ValueError(f"task {name!r} registered twice")
+    t = Task(name, chapter, title, tuple([needs] if isinstance(needs, str) else needs))
+    REGISTRY[name] = t
+    CHAPTERS.setdefault(chapter, []).append(name)
+    return t
+
+
+@dataclasses.dataclass
+class PartResult:
+    task: str
+    part: str
+    points: float
+    earned: float
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.earned == self.points
+
+
+def get_task(name: str) -> Task:
+    from . import checks  # noqa: F401  (registers every chapter's tasks)
+
+    if name not in REGISTRY:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def run_part(t: Task, index: int, env: dict) -> PartResult:
+    """Grade one part against the notebook namespace ``env``; never raises."""
+    p = t.parts[index]
+    missing = [n for n in t.needs if n not in env]
+    if missing:
+        return PartResult(t.name, p.title, p.points, 0.0,
+                          f"`{missing[0]}` is not defined: run the cell that defines it (task {t.name})")
+    try:
+        with time_limit(PART_TIMEOUT):
+            p.fn(*[env[n] for n in t.needs])
+        return PartResult(t.name, p.title, p.points, p.points, "passed")
+    except Fail as e:
+        return PartResult(t.name, p.title, p.points, 0.0, str(e))
+    except _TimeUp:
+        return PartResult(t.name, p.title, p.points, 0.0, f"the check took more than {PART_TIMEOUT:g} s: "
+                          "your code is far too slow or never finishes")
+    except Exception as e:  # a learner object that breaks the check itself (e.g. a weird return type)
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        return PartResult(t.name, p.title, p.points, 0.0,
+                          f"checking your answer failed with {type(e).__name__}: {e} (at {tb.name}); "
+                          "check the type and shape of what you return")
+
+
+def check(name: str, env: dict, part: int | None = None) -> list[PartResult]:
+    """Grade task ``name`` (all parts, or one) against a notebook namespace (e.g. ``globals()``)."""
+    t = get_task(name)
+    idx = range(len(t.parts)) if part is None else [part]
+    return [run_part(t, i, env) for i in idx]
+
+
+def check_part(name: str, index: int, env: dict) -> None:
+    """For otter test cases: pass silently, or raise AssertionError with the feedback."""
+    r = check(name, env, index)[0]
+    if not r.passed:
+        raise AssertionError(f"[{r.part}] {r.message}")
+
+
+def chapter_tasks(chapter: str) -> list[str]:
+    from . import checks  # noqa: F401
+
+    if chapter not in CHAPTERS:
+        raise KeyError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTERS)}")
+    return list(CHAPTERS[chapter])
+
+
+def grade_env(env: dict, tasks) -> list[dict]:
+    """Grade several tasks; JSON-ready list of part results."""
+    return [dataclasses.asdict(r) for name in tasks for r in check(name, env)]

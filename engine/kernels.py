@@ -1,0 +1,153 @@
+"""Speed tricks behind the layers: GELU, LayerNorm and softmax with as few passes over memory as possible.
+
+Each function is the same formula as the readable version in ``layers.py`` /
+``attention.py``. On NumPy it is written with ``out=`` and in-place operations
+so that no temporary arrays are made; on CuPy it runs as one fused GPU kernel
+(``cupy.ElementwiseKernel`` / ``cupy.ReductionKernel``) where NumPy-style code
+would launch one kernel, and read and write the whole array, per operator.
+The choice is made here, from the array's module, so the model code has no
+``if cupy:`` branches. Half-precision inputs are computed in float32 inside
+the kernels; float64 in double.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_module
+
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_A = 0.044715
+
+
+def _is_cupy(xp) -> bool:
+    return xp.__name__.split(".")[0] == "cupy"
+
+
+# ---------------------------------------------------------------------- CuPy kernels (built on first use)
+_KERNELS: dict = {}
+
+
+def _ctype(dtype) -> str:
+    """The C type the GPU kernels compute in: double for float64, float otherwise (float16, float32)."""
+    return "double" if dtype.itemsize == 8 else "float"
+
+
+def _cupy_kernel(name: str, dtype):
+    F = _ctype(dtype)
+    key = (name, F)
+    k = _KERNELS.get(key)
+    if k is not None:
+        return k
+    import cupy
+
+    if name == "gelu":
+        # y = 0.5 x (1 + t), t = tanh(c (x + a x^3)); t is kept for the backward pass.
+        k = cupy.ElementwiseKernel(
+            "T x", "T y, T t",
+            f"{F} v = ({F})x; {F} u = tanh(({F}){GELU_C!r} * (v + ({F}){GELU_A!r} * v * v * v));"
+            f" t = (T)u; y = (T)(({F})0.5 * v * (({F})1 + u));",
+            f"engine_gelu_{F}")
+    elif name == "sqdev":  # sum of squared deviations from m along the reduced axis
+        k = cupy.ReductionKernel(
+            "T x, S m", "S ss",
+            f"(({F})x - ({F})m) * (({F})x - ({F})m)", "a + b", "ss = (S)a", "0",
+            f"engine_sqdev_{F}", reduce_type=F)
+    elif name == "lnorm":  # xhat = (x - mean) * rstd; y = xhat * g + b, in one pass
+        k = cupy.ElementwiseKernel(
+            "T x, S m, S r, T g, T b", "T y, T xhat",
+            f"{F} h = (({F})x - ({F})m) * ({F})r; xhat = (T)h; y = (T)(h * ({F})g + ({F})b);",
+            f"engine_lnorm_{F}")
+    elif name == "exp_sub":  # s = exp(s - m), in place
+        k = cupy.ElementwiseKernel(
+            "T m", "T s", f"s = (T)exp(({F})s - ({F})m);", f"engine_exp_sub_{F}")
+    else:
+        raise KeyError(name)
+    _KERNELS[key] = k
+    return k
+
+
+def _stat_dtype(xp, dtype):
+    """Where means and variances live: float32 for half precision, the input's dtype otherwise."""
+    return np.dtype("float32") if dtype.itemsize < 4 else dtype
+
+
+# ---------------------------------------------------------------------- batched matrix products
+def bmm(a, b, out=None):
+    """Batched matrix product a @ b over leading axes, optionally into ``out`` (which may be a view).
+
+    NumPy and float32/float64 CuPy: ``matmul`` itself. CuPy computes a float16 product with
+    more than two axes in float32 after converting both operands, off the tensor cores, so
+    there we multiply each (T, D) matrix pair with a 2-D ``matmul``, which cuBLAS runs in
+    float16 on the tensor cores.
+    """
+    xp = array_module(a)
+    if not (_is_cupy(xp) and a.dtype.itemsize == 2 and max(a.ndim, b.ndim) > 2):
+        return xp.matmul(a, b, out=out)
+    lead = a.shape[:-2]
+    if out is None:
+        out = xp.empty(lead + (a.shape[-2], b.shape[-1]), dtype=a.dtype)
+    for i in np.ndindex(*lead):
+        xp.matmul(a[i], b[i], out=out[i])
+    return out
+
+
+def causal_block(xp, T: int) -> int:
+    """Query-block size for causal attention: small tiles on the CPU (half the work, cache-sized
+    scores); one tile on a GPU, where every extra tile is more kernel launches."""
+    return T if _is_cupy(xp) else min(T, 128)
+
+
+# ---------------------------------------------------------------------- GELU
+def gelu(x):
+    """GELU, tanh form: returns (0.5 x (1 + t), t) with t = tanh(sqrt(2/pi) (x + 0.044715 x^3)). Any shape."""
+    xp = array_module(x)
+    if _is_cupy(xp):
+        return _cupy_kernel("gelu", x.dtype)(x)
+    dt = x.dtype.type
+    t = x * dt(GELU_A)  # the same order of operations as the one-line formula
+    t *= x
+    t *= x
+    t += x
+    t *= dt(GELU_C)
+    xp.tanh(t, out=t)
+    out = t + dt(1.0)
+    out *= x
+    out *= dt(0.5)  # exact: a power of two
+    return out, t
+
+
+# ---------------------------------------------------------------------- LayerNorm
+def layernorm(x, g, b, eps: float):
+    """LayerNorm over the last axis. x: (..., C); g, b: (C,) -> (y, xhat, rstd (..., 1))."""
+    xp = array_module(x)
+    if _is_cupy(xp):
+        sd = _stat_dtype(xp, x.dtype)
+        mean = x.mean(axis=-1, keepdims=True, dtype=sd)
+        var = _cupy_kernel("sqdev", x.dtype)(x, mean, axis=-1, keepdims=True) / sd.type(x.shape[-1])
+        rstd = 1.0 / xp.sqrt(var + sd.type(eps))
+        y, xhat = _cupy_kernel("lnorm", x.dtype)(x, mean, rstd, g, b)
+        return y, xhat, rstd.astype(x.dtype, copy=False)
+    xhat = x - x.mean(axis=-1, keepdims=True)
+    y = xp.multiply(xhat, xhat)  # y is scratch for the squares until the end
+    rstd = 1.0 / xp.sqrt(y.mean(axis=-1, keepdims=True) + eps)
+    xhat *= rstd
+    xp.multiply(xhat, g, out=y)
+    y += b
+    return y, xhat, rstd
+
+
+# ---------------------------------------------------------------------- softmax
+def softmax_(s):
+    """Row softmax over the last axis, in place (s may be a strided view). Returns s."""
+    xp = array_module(s)
+    if _is_cupy(xp):
+        m = s.max(axis=-1, keepdims=True)
+        _cupy_kernel("exp_sub", s.dtype)(m, s)
+        s /= s.sum(axis=-1, keepdims=True, dtype=_stat_dtype(xp, s.dtype))
+        return s
+    s -= s.max(axis=-1, keepdims=True)
+    xp.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return s

@@ -1,0 +1,187 @@
+"""Attention layouts: the masks against their definitions and hand-drawn cases, and the fast
+banded / strided / fixed kernels against a naive full-softmax reference written here."""
+import numpy as np
+import pytest
+
+from engine.attention import (attention_forward, attention_mask, attention_probs, banded_attention_forward,
+                              cached_attention, gathered_attention_forward, sparse_index)
+
+
+# ---------------------------------------------------------------------- the reference
+def allowed(kind, i, j, window, stride, c):
+    """May query i see key j? Straight from the definitions (GPT-3 paper section 2.1; Child et al.
+    2019 section 4.2), one pair at a time."""
+    if j > i:
+        return False
+    if kind == "dense":
+        return True
+    if kind == "banded":
+        return i - j < window
+    if kind == "strided":  # A1: the previous `stride` positions; A2: every stride-th one
+        return (i - j) < stride or (i - j) % stride == 0
+    if kind == "fixed":  # A1: same block of `stride`; A2: the last c cells of any block
+        return (j // stride == i // stride) or (j % stride in range(stride - c, stride))
+    raise AssertionError(kind)
+
+
+def ref_mask(kind, T, window=4, stride=3, c=1):
+    return np.array([[allowed(kind, i, j, window, stride, c) for j in range(T)] for i in range(T)])
+
+
+def naive_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(D) with -inf where mask is False) v, with the full (T, T) matrix."""
+    s = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(q.shape[-1])
+    s = np.where(mask, s, -np.inf)
+    s = s - s.max(-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhij,bhjd->bhid", p, v), p
+
+
+def qkv(T, B=2, H=3, D=5, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return tuple((2 * rng.standard_normal((B, H, T, D))).astype(dtype) for _ in range(3))
+
+
+# ---------------------------------------------------------------------- masks
+def test_masks_hand_drawn():
+    E = lambda rows: np.array([[ch == "1" for ch in r] for r in rows])  # noqa: E731
+    assert np.array_equal(attention_mask("dense", 4), E(["1000", "1100", "1110", "1111"]))
+    assert np.array_equal(attention_mask("banded", 6, window=3),
+                          E(["100000", "110000", "111000", "011100", "001110", "000111"]))
+    assert np.array_equal(attention_mask("strided", 6, stride=2),
+                          E(["100000", "110000", "111000", "011100", "101110", "010111"]))
+    assert np.array_equal(attention_mask("fixed", 6, stride=3, c=1),
+                          E(["100000", "110000", "111000", "001100", "001110", "001111"]))
+    assert np.array_equal(attention_mask("fixed", 7, stride=3, c=2),
+                          E(["1000000", "1100000", "1110000", "0111000", "0111100", "0111110", "0110111"]))
+
+
+@pytest.mark.parametrize("kind", ["dense", "banded", "strided", "fixed"])
+@pytest.mark.parametrize("T,window,stride,c", [(1, 4, 3, 1), (9, 4, 3, 1), (16, 16, 4, 4), (23, 7, 5, 2),
+                                               (12, 30, 8, 3)])
+def test_masks_match_definition(kind, T, window, stride, c):
+    m = attention_mask(kind, T, window=window, stride=stride, c=c)
+    assert m.dtype == bool and m.shape == (T, T)
+    assert np.array_equal(m, ref_mask(kind, T, window, stride, c))
+    assert m.diagonal().all() and not np.triu(m, 1).any()  # every token sees itself, never the future
+
+
+def test_mask_special_cases():
+    T = 20
+    dense = attention_mask("dense", T)
+    assert np.array_equal(attention_mask("banded", T, window=T), dense)  # window >= T is dense
+    assert np.array_equal(attention_mask("banded", T, window=1), np.eye(T, dtype=bool))
+    assert np.array_equal(attention_mask("strided", T, stride=1), dense)
+    assert np.array_equal(attention_mask("fixed", T, stride=T), dense)  # a single block
+    assert np.array_equal(attention_mask("fixed", T, stride=4, c=4), dense)  # every cell a summary
+    with pytest.raises(ValueError, match="unknown attention layout 'sparse'"):
+        attention_mask("sparse", 4)
+    with pytest.raises(ValueError, match="T must be at least 1"):
+        attention_mask("dense", 0)
+
+
+@pytest.mark.parametrize("kind", ["strided", "fixed"])
+@pytest.mark.parametrize("T,stride,c", [(1, 3, 1), (10, 3, 1), (17, 4, 2), (16, 4, 4), (5, 8, 3)])
+def test_sparse_index_lists_exactly_the_mask(kind, T, stride, c):
+    idx, valid = sparse_index(kind, T, stride, c)
+    M = (T - 1) // stride
+    assert idx.shape[1] == (stride + M if kind == "strided" else stride + c * M)
+    want = ref_mask(kind, T, stride=stride, c=c)
+    for i in range(T):
+        cols = idx[i, valid[i]].tolist()
+        assert len(cols) == len(set(cols))  # no key counted twice
+        assert sorted(cols) == np.flatnonzero(want[i]).tolist()
+
+
+# ---------------------------------------------------------------------- kernels
+CASES = [  # (kind, T, window, stride, c): T < window, T not a multiple of the block, T = 1, ...
+    ("dense", 1, 4, 3, 1), ("dense", 13, 4, 3, 1),
+    ("banded", 1, 4, 3, 1), ("banded", 3, 8, 3, 1), ("banded", 8, 8, 3, 1), ("banded", 9, 8, 3, 1),
+    ("banded", 13, 4, 3, 1), ("banded", 37, 8, 3, 1), ("banded", 64, 16, 3, 1), ("banded", 50, 1, 3, 1),
+    ("banded", 31, 5, 3, 1), ("banded", 40, 2, 3, 1),
+    ("strided", 1, 4, 3, 1), ("strided", 10, 4, 3, 1), ("strided", 33, 4, 5, 1), ("strided", 4, 4, 8, 1),
+    ("strided", 25, 4, 1, 1),
+    ("fixed", 1, 4, 3, 1), ("fixed", 10, 4, 3, 1), ("fixed", 33, 4, 5, 2), ("fixed", 4, 4, 8, 3),
+    ("fixed", 30, 4, 6, 6),
+]
+
+
+@pytest.mark.parametrize("kind,T,window,stride,c", CASES)
+def test_attention_forward_matches_naive(kind, T, window, stride, c):
+    q, k, v = qkv(T, seed=T)
+    want, p_want = naive_attention(q, k, v, ref_mask(kind, T, window, stride, c))
+    out, _ = attention_forward(q, k, v, kind, window=window, stride=stride, c=c)
+    assert out.shape == q.shape
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(attention_probs(q, k, kind, window, stride, c), p_want, rtol=1e-12, atol=1e-14)
+    # float32 follows float64 closely
+    out32, _ = attention_forward(*(a.astype(np.float32) for a in (q, k, v)), kind, window=window, stride=stride, c=c)
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("T,window", [(1, 3), (17, 6), (24, 8), (40, 9)])
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8])
+def test_banded_any_block_size(T, window, block):
+    q, k, v = qkv(T, B=1, H=2, D=4, seed=block)
+    want, _ = naive_attention(q, k, v, ref_mask("banded", T, window))
+    out, _ = banded_attention_forward(q, k, v, window, block=block)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+def test_banded_cost_is_T_times_window():
+    """Count the score elements banded attention computes (its cache's probability tensor)."""
+    B, H, D, window = 1, 2, 4, 16
+    sizes = {}
+    for T in (256, 512, 1024):
+        q, k, v = qkv(T, B, H, D)
+        out, (kind, cache) = attention_forward(q, k, v, "banded", window=window)
+        assert kind == "banded"
+        sub, inner = cache
+        assert sub == "banded"
+        p = inner[3]
+        b = inner[7]  # block length
+        assert p.shape[-1] == b + window - 1  # keys per query block
+        sizes[T] = p.size
+        assert p.size <= B * H * (T + b) * (window + b)  # O(T x window) ...
+        assert p.size < B * H * T * T / 8  # ... far below the dense T^2
+    assert sizes[1024] == 2 * sizes[512] == 4 * sizes[256]  # linear in T at fixed window
+    # the key windows are views into one padded array, not T copies
+    q, k, v = qkv(1024, B, H, D)
+    _, (_, (_, inner)) = attention_forward(q, k, v, "banded", window=window)
+    kw = inner[1]
+    assert not kw.flags.owndata and kw.base is not None
+
+
+def test_strided_and_fixed_cost_is_T_times_K():
+    B, H, D, T, stride = 1, 1, 4, 400, 20
+    for kind, c in (("strided", 1), ("fixed", 4)):
+        q, k, v = qkv(T, B, H, D)
+        _, (_, inner) = attention_forward(q, k, v, kind, stride=stride, c=c)
+        p = inner[3]
+        K = stride + (T - 1) // stride if kind == "strided" else stride + c * ((T - 1) // stride)
+        assert p.shape == (B, H, T, K) and K < T / 4
+
+
+@pytest.mark.parametrize("kind,window,stride,c", [("dense", 4, 3, 1), ("banded", 5, 3, 1), ("banded", 1, 3, 1),
+                                                  ("strided", 4, 3, 1), ("fixed", 4, 4, 2)])
+def test_cached_attention_matches_naive_rows(kind, window, stride, c):
+    T = 19
+    q, k, v = qkv(T, seed=3)
+    want, _ = naive_attention(q, k, v, ref_mask(kind, T, window, stride, c))
+    kc = np.zeros((2, 3, 32, 5))  # a preallocated cache longer than what is filled
+    vc = np.zeros((2, 3, 32, 5))
+    kc[:, :, :T], vc[:, :, :T] = k, v
+    kc[:, :, T:] = vc[:, :, T:] = 1e6  # garbage beyond the filled part must not be read
+    for t0, Tq in ((0, 1), (5, 1), (18, 1), (7, 4), (0, T)):
+        got = cached_attention(q[:, :, t0:t0 + Tq], kc, vc, t0, kind, window, stride, c)
+        np.testing.assert_allclose(got, want[:, :, t0:t0 + Tq], rtol=1e-12, atol=1e-12)
+
+
+def test_gathered_rejects_other_layouts():
+    q, k, v = qkv(4)
+    with pytest.raises(ValueError, match="strided' and 'fixed'"):
+        gathered_attention_forward(q, k, v, "banded", 2)
+    with pytest.raises(ValueError, match="unknown attention layout"):
+        attention_forward(q, k, v, "local")
