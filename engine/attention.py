@@ -85,11 +85,14 @@ def _bias(key, xp, dtype, build):
 
 # ---------------------------------------------------------------------- dense
 def masked_attention_forward(q, k, v, bias):
-    """Attention with an explicit additive bias (Tq, Tk) of 0 / -inf. Returns (out, cache)."""
+    """Attention with an explicit additive bias (Tq, Tk) of 0 / -inf (None: every key visible).
+
+    Returns (out, cache)."""
     xp = array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
     s = kernels.bmm(q * q.dtype.type(scale), k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
-    s += bias
+    if bias is not None:
+        s += bias
     p = _softmax_(s, xp)
     out = kernels.bmm(p, v)
     return out, (q, k, v, p, scale)
@@ -345,7 +348,10 @@ def cached_attention(q, k_cache, v_cache, t0: int, kind: str = "dense", window: 
     lo = max(0, t0 - window + 1) if kind == "banded" else 0
     k = k_cache[:, :, lo:hi]
     v = v_cache[:, :, lo:hi]
-    m = keep(kind, np.arange(t0, hi)[:, None], np.arange(lo, hi)[None, :], window, stride, c)
-    bias = xp.asarray(np.where(m, 0.0, -np.inf).astype(q.dtype))
+    if Tq == 1 and kind in ("dense", "banded"):
+        bias = None  # one new query sees every key in lo .. t0: no mask to build or copy to the device
+    else:
+        m = keep(kind, np.arange(t0, hi)[:, None], np.arange(lo, hi)[None, :], window, stride, c)
+        bias = xp.asarray(np.where(m, 0.0, -np.inf).astype(q.dtype))
     out, _ = masked_attention_forward(q, k, v, bias)
     return out

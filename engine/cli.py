@@ -186,6 +186,8 @@ def load_model(path, backend=None, dtype: str = "float32"):
     except ImportError as e:
         raise CLIError(f"{ck} looks like a training checkpoint, but this engine cannot read them: {e}") from None
     data = load_checkpoint(ck)
+    if "config" not in data["state"]:
+        raise CLIError(f"{ck / 'state.json'} holds no model config")
     cfg = GPTConfig.from_dict(data["state"]["config"])
     model = GPT(cfg, dtype=dtype, backend=backend, params=tree_unflatten(data["weights"], cfg.n_layer))
     enc = data.get("enc") or get_encoding("r50k_base")

@@ -16,9 +16,9 @@ from .backend import backend_name, get_xp, to_numpy
 from .config import GPTConfig
 from .layers import (block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
                      embedding_backward, embedding_forward, layernorm_backward, layernorm_forward,
-                     linear_forward, split_heads)
+                     linear_forward, split_heads, unembed)
 
-DTYPES = ("float64", "float32", "float16", "bfloat16")
+DTYPES = ("float64", "float32", "float16")  # CuPy has no bfloat16 dtype, so neither do we
 
 
 # ---------------------------------------------------------------------- the forward pass
@@ -29,7 +29,7 @@ def gpt_forward(params, ids, cfg: GPTConfig):
         x, _ = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c,
                              cfg.layer_norm_epsilon)
     x, _ = layernorm_forward(x, params["ln_f"], cfg.layer_norm_epsilon)
-    return x @ params["wte"].T
+    return unembed(x, params["wte"])  # x @ wte.T
 
 
 # ---------------------------------------------------------------------- parameter trees
@@ -94,10 +94,6 @@ def init_params(cfg: GPTConfig, seed: int = 0, dtype: str = "float32") -> dict:
 def _xp_dtype(xp, dtype: str):
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "bfloat16":
-        if xp is np:
-            raise ValueError("bfloat16 needs the GPU backend; use float32 on the CPU")
-        return xp.dtype("bfloat16") if hasattr(xp, "dtype") else dtype
     return xp.dtype(dtype)
 
 

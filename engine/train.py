@@ -62,6 +62,7 @@ class TrainConfig:
     eval_windows: int = 32        # held-out windows used by the periodic validation (all at the end)
     ckpt_interval: int = 100
     seed: int = 0
+    workers: int = 1              # threads that split each micro-batch (data parallel; same result)
     max_minutes: float | None = None  # stop (and save) after this much wall time
 
     def to_dict(self):
@@ -203,6 +204,7 @@ class Trainer:
         self.best_val = float("inf")
         self.elapsed = 0.0  # training wall time so far (summed over resumed sessions)
         self.extra_state = extra_state or {}
+        self._pool = None
 
     # -------------------------------------------------------------- one step
     def train_step(self) -> float:
@@ -211,13 +213,12 @@ class Trainer:
         acc, loss_sum = None, 0.0
         for _ in range(tc.grad_accum):
             x, y = self.batches.next()
-            loss, grads = model.loss_and_grads(x, y)
+            loss, g = self._loss_and_grads(x, y)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss} at step {self.step}: it first appears in "
                                        f"{locate_nonfinite(model, x, y)}. Lower the learning rate "
                                        f"(now {lr_at(self.step, tc.lr, tc.warmup, tc.max_steps, tc.min_lr_ratio):.2e}) "
                                        "or resume from the last checkpoint.")
-            g = tree_flatten(grads)
             if acc is None:
                 acc = g
             else:
@@ -242,6 +243,41 @@ class Trainer:
         h["grad_norm"].append(norm)
         h["tokens"].append(self.tokens_seen())
         return loss
+
+    def _loss_and_grads(self, x, y):
+        """Mean loss and flat gradients of one micro-batch, split over ``workers`` threads.
+
+        NumPy releases the GIL inside BLAS and large ufuncs, so the pieces run in parallel; they are
+        combined in a fixed order, weighted by their number of scored targets, so the result does not
+        depend on timing.
+        """
+        model, w = self.model, min(self.tc.workers, len(x))
+        if w <= 1:
+            loss, grads = model.loss_and_grads(x, y)
+            return loss, tree_flatten(grads)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(w)
+        xs, ys = np.array_split(x, w), np.array_split(y, w)
+        counts = [int((yy >= 0).sum()) for yy in ys]
+        parts = [(xx, yy) for xx, yy, c in zip(xs, ys, counts) if c > 0]
+        counts = [c for c in counts if c > 0]
+        results = list(self._pool.map(lambda xy: model.loss_and_grads(*xy), parts))
+        total = sum(counts)
+        loss = sum(r[0] * c for r, c in zip(results, counts)) / total
+        acc = None
+        for (_, grads), c in zip(results, counts):
+            g = tree_flatten(grads)
+            if acc is None:
+                acc = g
+                for v in acc.values():
+                    v *= v.dtype.type(c / total)
+            else:
+                for k, v in g.items():
+                    v *= v.dtype.type(c / total)
+                    acc[k] += v
+        return loss, acc
 
     def tokens_seen(self) -> int:
         return self.step * self.tc.batch_size * self.tc.grad_accum * self.model.cfg.n_ctx
@@ -393,6 +429,7 @@ def add_train_arguments(p):
     p.add_argument("--ckpt-interval", type=int, default=TrainConfig.ckpt_interval)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much time")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="threads per micro-batch (data parallel)")
     p.add_argument("--backend", default=None, help="numpy, cupy or auto")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -413,7 +450,8 @@ def run_train(args) -> Trainer:
     tc = TrainConfig(batch_size=args.batch_size, grad_accum=args.grad_accum, max_steps=args.steps, lr=args.lr,
                      warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_windows=args.eval_windows,
-                     ckpt_interval=args.ckpt_interval, seed=args.seed, max_minutes=args.max_minutes)
+                     ckpt_interval=args.ckpt_interval, seed=args.seed, workers=args.workers,
+                     max_minutes=args.max_minutes)
     if args.resume:
         ck = load_checkpoint(out / "ckpt")  # refuse a corrupted one before doing any work
         cfg = GPTConfig.from_dict(ck["state"]["config"])

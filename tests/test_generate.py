@@ -272,3 +272,24 @@ def test_numpy_scalar_arguments_are_accepted():
     out = model.generate([1, 2], np.int64(4), temperature=np.float32(0.5), top_p=np.float32(0.9), top_k=np.int64(3),
                          seed=1)
     assert out.shape == (6,)
+
+
+def test_cached_banded_step_reads_only_the_window(monkeypatch):
+    """A banded layer's decoding step attends over the last `window` cached keys, not the whole cache."""
+    import engine.attention as att
+
+    model = tiny_model("banded")  # window 3
+    widths = []
+    real = att.masked_attention_forward
+
+    def spy(q, k, v, bias):
+        widths.append((q.shape[-2], k.shape[-2]))
+        return real(q, k, v, bias)
+
+    monkeypatch.setattr(att, "masked_attention_forward", spy)
+    model.generate([1, 2, 3, 4, 5], 6, temperature=0)
+    steps = [w for w in widths if w[0] == 1]  # one query: a decoding step
+    assert steps and all(k == 3 for _, k in steps)
+    widths.clear()
+    tiny_model("dense").generate([1, 2, 3, 4, 5], 3, temperature=0)
+    assert sorted({k for q, k in widths if q == 1}) == [6, 7]  # dense reads everything so far

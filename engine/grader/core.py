@@ -75,6 +75,17 @@ def get_task(name: str) -> Task:
     return REGISTRY[name]
 
 
+def _empty(): ...
+
+
+def is_stub(obj) -> bool:
+    """True for ``...`` itself and for a function whose body is only ``...`` (or ``pass``, a docstring)."""
+    if obj is Ellipsis:
+        return True
+    code = getattr(obj, "__code__", None)
+    return code is not None and code.co_code == _empty.__code__.co_code and not code.co_names
+
+
 def run_part(t: Task, index: int, env: dict) -> PartResult:
     """Grade one part against the notebook namespace ``env``; never raises."""
     p = t.parts[index]
@@ -82,6 +93,10 @@ def run_part(t: Task, index: int, env: dict) -> PartResult:
     if missing:
         return PartResult(t.name, p.title, p.points, 0.0,
                           f"`{missing[0]}` is not defined: run the cell that defines it (task {t.name})")
+    stubs = [n for n in t.needs if is_stub(env[n])]
+    if stubs:
+        what = "is still `...`: set it" if env[stubs[0]] is Ellipsis else "is still empty: replace the `...` in its body"
+        return PartResult(t.name, p.title, p.points, 0.0, f"`{stubs[0]}` {what} (task {t.name}: {t.title})")
     try:
         with time_limit(PART_TIMEOUT):
             p.fn(*[env[n] for n in t.needs])

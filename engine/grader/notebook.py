@@ -47,10 +47,13 @@ def _cell_errors(nb) -> list[str]:
     return out
 
 
-def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str | None = None) -> dict:
+def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str | None = None,
+                   run_check_cells: bool = False, return_notebook: bool = False) -> dict:
     """Execute a copy of notebook ``path`` and grade it.
 
-    Returns {"notebook", "results": [part dicts], "score", "total", "cell_errors": [..]}.
+    Returns {"notebook", "results": [part dicts], "score", "total", "cell_errors": [..]}, plus
+    "executed" (the executed copy) with ``return_notebook``. ``run_check_cells`` keeps the
+    notebook's own ``grader.check`` cells (skipped by default: everything is checked at the end).
     Raises FileNotFoundError / ValueError for a missing or unreadable notebook.
     """
     import nbformat
@@ -64,7 +67,8 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str
     except Exception as e:
         raise ValueError(f"{path} is not a readable notebook: {e}") from None
     names = list(tasks) if tasks else notebook_tasks(nb, path)
-    nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and _CHECK_CELL.match(c.source or ""))]
+    if not run_check_cells:
+        nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and _CHECK_CELL.match(c.source or ""))]
     code = ("import json as _j, engine.grader as _g\n"
             f"print({MARKER!r} + _j.dumps(_g.grade_env(globals(), {names!r})))")
     nb.cells.append(nbformat.v4.new_code_cell(code))
@@ -91,8 +95,12 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str
         why = (own or errors or ["the notebook's kernel stopped before grading"])[-1]
         results = [{"task": n, "part": p.title, "points": p.points, "earned": 0.0,
                     "message": f"could not grade: {why}"} for n in names for p in get_task(n).parts]
-    return {"notebook": str(path), "results": results, "score": sum(r["earned"] for r in results),
-            "total": sum(r["points"] for r in results), "cell_errors": errors}
+    rep = {"notebook": str(path), "results": results, "score": sum(r["earned"] for r in results),
+           "total": sum(r["points"] for r in results), "cell_errors": errors}
+    if return_notebook:
+        nb.cells = nb.cells[:grade_index]
+        rep["executed"] = nb
+    return rep
 
 
 def format_report(rep: dict, verbose: bool = True) -> str:

@@ -12,6 +12,7 @@ import io
 import math
 import signal
 import threading
+import warnings
 
 import numpy as np
 
@@ -117,13 +118,14 @@ def clone(x):
         return x
 
 
-def call(fn, *args, name: str = "your function", arg_names=None, timeout: float = DEFAULT_TIMEOUT,
+def call(fn, *args, name: str = "your function", arg_names=None, timeout: float | None = None,
          may_mutate: bool = False, **kwargs):
     """Call a learner's ``fn`` and return what it returned, or raise ``Fail`` with feedback.
 
     The function gets copies of the inputs (so our references stay intact); unless
     ``may_mutate``, changing an input in place is reported. Anything it prints is swallowed.
     """
+    timeout = DEFAULT_TIMEOUT if timeout is None else min(timeout, 6 * DEFAULT_TIMEOUT)
     if fn is None or not callable(fn):
         raise Fail(f"`{name}` is not a function (got {describe(fn)}): run the cell that defines it")
     arg_names = list(arg_names or [f"argument {i + 1}" for i in range(len(args))])
@@ -133,7 +135,9 @@ def call(fn, *args, name: str = "your function", arg_names=None, timeout: float 
                        [f"{k}={describe(v)}" for k, v in kwargs.items()])
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), time_limit(timeout):
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings(), \
+                np.errstate(all="ignore"), time_limit(timeout):
+            warnings.simplefilter("ignore")  # overflow warnings etc. become feedback, not noise
             out = fn(*given[0], **given[1])
     except _TimeUp:
         raise Fail(f"{name}({inputs}) did not finish within {timeout:g} s: is there a loop that never "

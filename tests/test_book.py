@@ -1,0 +1,238 @@
+"""The course book: its structure, the built site in headless Chromium, and one widget live in Voila.
+
+The chapters' own cells are checked by nbval (see the README's book section):
+``pytest --nbval book/`` re-executes every chapter and compares its outputs with the committed ones.
+
+The browser tests need the built site (``make book``); if ``_build/html`` is missing or older than a
+chapter they build it first. They drive Debian's Chromium (``/usr/bin/chromium``, or
+``$CHROMIUM``) through Playwright; no browser is ever downloaded. The site must work offline: the
+widget JavaScript is served from the site itself (``make widgets-js``).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+SITE = ROOT / "_build" / "html"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+CHAPTERS = ["01_introduction", "02_training", "03_tokens", "04_parameters", "05_layers", "06_sparse_attention",
+            "07_generation", "08_finetuning", "09_appendix_gpu"]
+EXERCISES = {"02_training", "03_tokens", "04_parameters", "05_layers", "06_sparse_attention", "07_generation",
+             "08_finetuning"}
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _nb(name):
+    return json.loads((BOOK / f"{name}.ipynb").read_text())
+
+
+def _outputs(nb):
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            yield out
+
+
+# ---------------------------------------------------------------------- structure (fast, no browser)
+def test_toc_lists_every_chapter_in_order():
+    toc = (ROOT / "_toc.yml").read_text()
+    found = re.findall(r"file:\s*book/(\S+)", toc)
+    assert found == CHAPTERS
+    assert "root: book/index" in toc and "numbered: true" in toc
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_is_executed_and_complete(name):
+    nb = _nb(name)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c.get("execution_count") for c in code), "commit chapters executed (with outputs)"
+    assert not [o for o in _outputs(nb) if o.get("output_type") == "error"]
+    text = "".join("".join(c["source"]) for c in nb["cells"])
+    assert "## Summary" in text
+    assert any(WIDGET_VIEW in o.get("data", {}) for o in _outputs(nb)), "at least one widget per chapter"
+    if name in EXERCISES:
+        assert f"{{exercise}}`{name}`" in text
+    # widget state is saved with the notebook, so the widgets render without a kernel
+    assert nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state")
+
+
+def test_repository_url_is_set_once():
+    cfg = (ROOT / "_config.yml").read_text()
+    urls = re.findall(r"https://github\.com/\S+", cfg)
+    assert len(urls) == 1, urls
+    for name in CHAPTERS:
+        assert "github.com" not in "".join("".join(c["source"]) for c in _nb(name)["cells"])
+
+
+# ---------------------------------------------------------------------- the built site
+def _stale():
+    index = SITE / "book" / "index.html"
+    if not index.exists():
+        return True
+    built = index.stat().st_mtime
+    sources = [*BOOK.glob("*.ipynb"), *BOOK.glob("*.md"), ROOT / "_config.yml", ROOT / "_toc.yml"]
+    return any(p.stat().st_mtime > built for p in sources)
+
+
+@pytest.fixture(scope="module")
+def site():
+    if _stale():
+        jb = Path(sys.executable).with_name("jupyter-book")
+        subprocess.run([str(jb), "build", str(ROOT), "-W", "--keep-going"], check=True, cwd=ROOT)
+    handler = functools.partial(_QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `make browser-deps` installs Debian's chromium")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests."""
+    page = browser.new_page()
+    problems = []
+    page.on("pageerror", lambda e: problems.append(f"JavaScript error: {e}"))
+    page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
+            and problems.append(f"console error: {m.text}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
+            and problems.append(f"HTTP {r.status}: {r.url}"))
+    page.on("request", lambda r: not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:"))
+            and problems.append(f"external request: {r.url}"))
+    page.goto(url, wait_until="load")
+    return page, problems
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("name", ["index"] + CHAPTERS)
+def test_page_loads_with_figures_and_widgets(site, browser, name):
+    page, problems = _open(browser, f"{site}/book/{name}.html")
+    try:
+        if name == "index":
+            assert page.locator("nav.bd-links a").count() >= len(CHAPTERS)
+            page.wait_for_timeout(500)
+            assert not problems, problems
+            return
+        nb = _nb(name)
+        n_png = sum("image/png" in o.get("data", {}) for o in _outputs(nb))
+        n_widgets = sum(WIDGET_VIEW in o.get("data", {}) for o in _outputs(nb))
+        # every figure of the notebook is on the page and decoded by the browser
+        imgs = page.locator(".cell_output img")
+        assert imgs.count() >= n_png > 0 or n_png == 0
+        page.wait_for_function("() => Array.from(document.querySelectorAll('.cell_output img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
+        # every widget is rendered from its saved state by the self-hosted html-manager
+        page.wait_for_function(f"() => document.querySelectorAll('.cell_output .widget-html-content')"
+                               f".length >= {n_widgets}", timeout=30000)
+        rendered = page.locator(".cell_output .widget-html-content").all_inner_texts()
+        assert all(t.strip() for t in rendered), "a widget rendered empty"
+        assert page.locator(".cell_output .jupyter-widgets.widget-slider, .cell_output .widget-text, "
+                            ".cell_output .widget-textarea, .cell_output .widget-dropdown").count() >= 1
+        page.wait_for_timeout(300)
+        assert not problems, problems
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_widget_javascript_is_self_hosted(site):
+    html = (SITE / "book" / "03_tokens.html").read_text()
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', html)
+    assert any("_static/wm/embed-amd.js" in s for s in scripts), scripts
+    assert not [s for s in scripts if s.startswith("http")], "the site must not need a CDN"
+
+
+# ---------------------------------------------------------------------- one widget live, through Voila
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def voila_url(tmp_path_factory):
+    voila = shutil.which("voila", path=str(Path(sys.executable).parent)) or shutil.which("voila")
+    if voila is None:
+        pytest.skip("voila is not installed")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("voila") / "voila.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([voila, str(ROOT / "tests" / "browser_voila.ipynb"), "--no-browser",
+                                 f"--port={port}", "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
+                                stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"voila exited: {log.read_text()}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.browser
+def test_slider_drives_kernel_in_voila(voila_url, browser):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(voila_url, timeout=90000)
+        out = page.locator(".widget-html-content").first
+        out.wait_for(timeout=90000)
+        page.wait_for_function("() => document.querySelector('.widget-html-content').innerText.includes('parameters')",
+                               timeout=60000)
+        before = out.inner_text()
+        assert "125,226,240" in before  # GPT-3 Small, computed by the kernel
+        handle = page.locator(".widget-slider .noUi-handle").first  # the "layers" slider
+        handle.focus()
+        for _ in range(12):
+            handle.press("ArrowRight")
+        from engine import GPTConfig
+
+        n24 = GPTConfig(n_layer=24, n_head=6, d_model=768, n_ctx=2048).n_params()
+        # each key press moves the slider one layer; the kernel recomputes, the page shows it
+        page.wait_for_function("(s) => document.querySelector('.widget-html-content').innerText.includes(s)",
+                               arg=f"{n24:,}", timeout=60000)
+        assert out.inner_text() != before
+        assert not errors, errors
+    finally:
+        page.close()
