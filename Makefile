@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test setup clean bench
+.PHONY: book test setup clean bench widgets-js browser-deps test-book
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,28 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-book: $(STAMP)
+WM_JS := book/_wm/wm/embed-amd.js
+
+# The widget JavaScript of the static book, self-hosted so that widgets render with no CDN:
+# npm tarballs of @jupyter-widgets/html-manager and requirejs unpacked into book/_wm/wm (not committed).
+$(WM_JS): book/_wm/install.sh
+	sh book/_wm/install.sh
+widgets-js: $(WM_JS)
+
+# Headless Chromium for the browser tests: Debian's package, never a downloaded browser.
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
+
+book: $(STAMP) $(WM_JS)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+# The book's own tests, after `make book`: the site in Chromium (pages, figures, saved widgets),
+# one widget live through Voila, then nbval (every chapter re-executed, outputs compared).
+test-book: book browser-deps
+	$(PY) -m pytest tests/test_book.py tests/test_widgets.py
+	ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -61,14 +61,18 @@ def _cfg(c) -> GPTConfig:
     return GPTConfig.preset(c) if isinstance(c, str) else GPTConfig(**c)
 
 
-def hf_twin(model: GPT, train: bool = False):
-    """transformers' GPT2LMHeadModel with exactly the engine model's weights (float32)."""
+def hf_twin(model: GPT, train: bool = False, attn: str | None = None):
+    """transformers' GPT2LMHeadModel with exactly the engine model's weights (float32).
+
+    ``attn``: transformers' attention implementation ("sdpa", "eager"); None: its default.
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from engine.hf import hf_config_dict, to_hf_state_dict
 
-    hf = GPT2LMHeadModel(GPT2Config(**hf_config_dict(model.cfg)))
+    extra = {"attn_implementation": attn} if attn else {}
+    hf = GPT2LMHeadModel(GPT2Config(**hf_config_dict(model.cfg), **extra))
     sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
           for k, v in to_hf_state_dict(model.params).items()}
     missing, unexpected = hf.load_state_dict(sd, strict=False)
@@ -100,8 +104,14 @@ def bench_forward(sz: Sizes, repeats: int) -> list[Row]:
         with torch.no_grad():
             return hf(tids).logits
 
+    eager = hf_twin(model, attn="eager")
+
+    def reference_eager():
+        with torch.no_grad():
+            return eager(tids).logits
+
     err = float(np.abs(engine() - reference().numpy()).max())
-    t = paired_times({"engine": engine, "reference": reference}, repeats)
+    t = paired_times({"engine": engine, "reference": reference, "eager": reference_eager}, repeats)
     flops = cfg.flops_per_token(T)["forward"] * T  # causal: only the keys each query keeps
     rate = matmul_rate(T, cfg.d_model, cfg.d_ff, repeats)
     achieved = flops / t["engine"]
@@ -110,6 +120,9 @@ def bench_forward(sz: Sizes, repeats: int) -> list[Row]:
     return [
         Row(name, f"{t['engine'] * 1e3:.0f} ms", f"{t['reference'] * 1e3:.0f} ms (HF {_attn_impl(hf)})", r,
             "<= 0.95", r <= 0.95, note=f"max |logit difference| {err:.1e}; {flops / 1e9:.1f} GFLOP counted"),
+        Row("forward vs HF with eager attention", f"{t['engine'] * 1e3:.0f} ms",
+            f"{t['eager'] * 1e3:.0f} ms (HF {_attn_impl(eager)})", t["engine"] / t["eager"], "report", None,
+            note="transformers' classic GPT-2 attention: full T x T scores, masked afterwards"),
         Row("forward GFLOP/s vs NumPy sgemm", f"{achieved / 1e9:.1f} GFLOP/s",
             f"{rate / 1e9:.1f} GFLOP/s ({T}x{cfg.d_model} @ {cfg.d_model}x{cfg.d_ff})", achieved / rate,
             ">= 0.85", achieved / rate >= 0.85),

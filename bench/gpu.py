@@ -167,7 +167,7 @@ def card_rates(c: Ctx, repeats: int) -> tuple[float, float, list[Row]]:
     tb = c.time(lambda: dst.__setitem__(Ellipsis, src), repeats)
     bw = 2.0 * src.nbytes / tb  # read + write
     del src, dst
-    rows = [Row(f"{c.s.dtype} matmul {n}^3 (CuPy)", f"{rate / 1e12:.2f} TFLOP/s", "", None, "measure", None),
+    rows = [Row(f"{c.s.dtype} matmul {n}^3 ({c.s.backend})", f"{rate / 1e12:.2f} TFLOP/s", "", None, "measure", None),
             Row(f"copy bandwidth {c.s.bw_bytes >> 20} MiB", f"{bw / 1e9:.0f} GB/s", "", None, "measure", None)]
     return rate, bw, rows
 

@@ -83,9 +83,10 @@ def bmm(a, b, out=None):
     float16 on the tensor cores.
     """
     xp = array_module(a)
-    if not (_is_cupy(xp) and a.dtype.itemsize == 2 and max(a.ndim, b.ndim) > 2):
-        return xp.matmul(a, b, out=out)
     lead = a.shape[:-2]
+    if not (_is_cupy(xp) and a.dtype.itemsize == 2 and a.ndim == b.ndim > 2 and lead == b.shape[:-2]
+            and math.prod(lead) <= 256):  # beyond that, launches cost more than the float32 detour
+        return xp.matmul(a, b, out=out)
     if out is None:
         out = xp.empty(lead + (a.shape[-2], b.shape[-1]), dtype=a.dtype)
     for i in np.ndindex(*lead):

@@ -35,7 +35,11 @@ def global_norm(grads) -> float:
     total = 0.0
     for g in grads:
         xp = array_module(g)
-        total += float(xp.vdot(g.ravel(), g.ravel()))
+        s = float(xp.vdot(g.ravel(), g.ravel()))
+        if not math.isfinite(s) and bool(xp.isfinite(g).all()):  # float32 overflow of the sum of squares
+            a = float(xp.abs(g).max())
+            s = a * a * float(xp.vdot((g / a).ravel(), (g / a).ravel()))
+        total += s
     return math.sqrt(total)
 
 
@@ -92,7 +96,15 @@ class AdamW:
         if missing:
             raise ValueError(f"no gradient for: {missing[:5]}")
         gs = [grads[k] for k in self.names]
-        norm = clip_grad_norm_(gs, self.grad_clip) if self.grad_clip is not None else global_norm(gs)
+        norm = global_norm(gs)
+        if not math.isfinite(norm):  # refuse before touching any parameter
+            bad = [k for k in self.names if not bool(array_module(grads[k]).isfinite(grads[k]).all())]
+            raise FloatingPointError(f"gradient norm is {norm}: non-finite gradients in {', '.join(bad[:5])}")
+        if self.grad_clip is not None:
+            coef = self.grad_clip / (norm + 1e-6)
+            if coef < 1.0:
+                for g in gs:
+                    g *= g.dtype.type(coef)
         self.t += 1
         b1, b2 = self.betas
         bc1 = 1 - b1 ** self.t

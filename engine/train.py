@@ -230,10 +230,12 @@ class Trainer:
             for v in acc.values():
                 v *= v.dtype.type(inv)
         lr = lr_at(self.step, tc.lr, tc.warmup, tc.max_steps, tc.min_lr_ratio)
-        norm = self.opt.step(acc, lr=lr)
-        if not math.isfinite(norm):
-            raise TrainingDiverged(f"gradient norm is {norm} at step {self.step}: it first appears in "
-                                   f"{locate_nonfinite(model, x, y, tree_unflatten(acc, model.cfg.n_layer))}")
+        try:
+            norm = self.opt.step(acc, lr=lr)
+        except FloatingPointError as e:  # raised before any parameter changed
+            raise TrainingDiverged(f"{e} at step {self.step}: it first appears in "
+                                   f"{locate_nonfinite(model, x, y, tree_unflatten(acc, model.cfg.n_layer))}. "
+                                   "Lower the learning rate or resume from the last checkpoint.") from e
         loss = loss_sum / tc.grad_accum
         self.step += 1
         h = self.history
@@ -353,9 +355,9 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_per_step / dt:,.0f}")
-                last = self.step == end
+                last = self.step == tc.max_steps  # the final evaluation uses every held-out window
                 if self.val_ids is not None and tc.eval_interval and (self.step % tc.eval_interval == 0 or last):
-                    r = self.validate(None if last and end == tc.max_steps else tc.eval_windows)
+                    r = self.validate(None if last else tc.eval_windows)
                     msg = f"step {self.step}: train loss {loss:.4f}, val loss {r['loss']:.4f}"
                     if "bpb" in r:
                         msg += f" ({r['bpb']:.3f} bits/byte)"
@@ -364,12 +366,12 @@ class Trainer:
                     if r["loss"] < self.best_val:
                         self.best_val = r["loss"]
                         self.save("best", with_optim=False)
-                if self.out_dir is not None and tc.ckpt_interval and (self.step % tc.ckpt_interval == 0 or last):
+                if self.out_dir is not None and ((tc.ckpt_interval and self.step % tc.ckpt_interval == 0) or last):
                     self.save("ckpt")
                 if tc.max_minutes is not None and self.elapsed >= tc.max_minutes * 60:
                     log(f"time limit of {tc.max_minutes} min reached at step {self.step}")
                     interrupted = True
-                if flag.stop:
+                if flag.stop or (stop_at is not None and self.step == end and not last):
                     interrupted = True
                 if interrupted:
                     break

@@ -27,7 +27,7 @@ def test_quick_run_prints_a_row_per_measurement_and_appends(tmp_path):
                  "banded (window", "banded growth", "peak memory"]:
         assert name in text, name
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 10  # header + every measurement
+    assert len(rows) == 1 + 11  # header + every measurement
     assert "error" not in text
     assert "first-step loss engine" in text  # the training twins start from the same weights
     # a second run appends a second section rather than overwriting

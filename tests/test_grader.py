@@ -128,6 +128,10 @@ def test_a_result_that_breaks_the_check_is_feedback():
         msgs = messages(task, {name: lambda *a, **k: Weird()})
         assert msgs and all(isinstance(m, str) and m for m in msgs)
 
+    def leaves(x):
+        raise SystemExit(1)
+    assert "called exit" in messages("gelu", {"gelu": leaves})[0]
+
 
 def test_check_part_raises_assertion_with_feedback():
     check_part("gelu", 0, {"gelu": lambda x: gelu_forward(x)[0]})
@@ -158,7 +162,8 @@ def _notebook(path, cells):
 
 
 @pytest.mark.slow
-def test_grading_a_notebook_survives_errors_hangs_and_output(tmp_path):
+def test_grading_a_notebook_survives_errors_hangs_and_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE_GRADER_TIMEOUT", "1")  # the kernel inherits it
     path = tmp_path / "mine.ipynb"
     _notebook(path, [
         "import numpy as np\nimport math",
@@ -166,7 +171,9 @@ def test_grading_a_notebook_survives_errors_hangs_and_output(tmp_path):
         "while True:\n    pass",  # a hang: interrupted after the cell timeout
         "print('x' * 10000)",
         "def gelu(x):\n    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))",
-        "def layernorm(x, g, b, eps=1e-5):\n    return x",
+        "def layernorm(x, g, b, eps=1e-5):\n    while True:\n        pass",  # hangs only when graded
+        "def softmax_(x):\n    import sys\n    sys.exit(3)",
+        "print = None",
     ])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     t0 = time.monotonic()
@@ -177,12 +184,23 @@ def test_grading_a_notebook_survives_errors_hangs_and_output(tmp_path):
     for r in rep["results"]:
         by.setdefault(r["task"], []).append(r)
     assert all(r["earned"] == r["points"] for r in by["gelu"])
-    assert all(r["earned"] == 0 for r in by["layernorm"])
+    assert all(r["earned"] == 0 and "did not finish within 1 s" in r["message"] for r in by["layernorm"])
     assert "`softmax` is not defined" in by["softmax"][0]["message"]
     assert any("ZeroDivisionError" in e for e in rep["cell_errors"])
     assert len(rep["cell_errors"]) == 2  # the error and the interrupted loop
     text = format_report(rep)
     assert "gelu" in text and "total" in text and "2/" in text
+
+
+@pytest.mark.slow
+def test_a_kernel_that_ignores_interrupts_does_not_hang_the_grader(tmp_path):
+    path = tmp_path / "stuck.ipynb"
+    _notebook(path, ["import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGALRM})",
+                     "while True:\n    pass"])
+    t0 = time.monotonic()
+    rep = grade_notebook(path, cell_timeout=2, grade_timeout=3, tasks=["gelu"])
+    assert time.monotonic() - t0 < 120
+    assert rep["score"] == 0 and "could not grade" in rep["results"][0]["message"]
 
 
 @pytest.mark.slow

@@ -48,7 +48,8 @@ def _cell_errors(nb) -> list[str]:
 
 
 def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str | None = None,
-                   run_check_cells: bool = False, return_notebook: bool = False) -> dict:
+                   run_check_cells: bool = False, return_notebook: bool = False,
+                   grade_timeout: float | None = None) -> dict:
     """Execute a copy of notebook ``path`` and grade it.
 
     Returns {"notebook", "results": [part dicts], "score", "total", "cell_errors": [..]}, plus
@@ -69,17 +70,23 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str
     names = list(tasks) if tasks else notebook_tasks(nb, path)
     if not run_check_cells:
         nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and _CHECK_CELL.match(c.source or ""))]
-    code = ("import json as _j, engine.grader as _g\n"
-            f"print({MARKER!r} + _j.dumps(_g.grade_env(globals(), {names!r})))")
+    code = ("import builtins as _b, json as _j, engine.grader as _g\n"  # immune to a learner's `print = ...`
+            f"_b.print({MARKER!r} + _j.dumps(_g.grade_env(globals(), {names!r})))")
     nb.cells.append(nbformat.v4.new_code_cell(code))
     grade_index = len(nb.cells) - 1
+    # every part has its own time limits; this only stops a kernel that no longer answers
+    if grade_timeout is None:
+        grade_timeout = 60 + 60 * sum(len(get_task(n).parts) for n in names)
     tmp = Path(tempfile.mkdtemp(prefix="engine-grader-"))
     try:
         nbformat.write(nb, str(tmp / path.name))  # some notebooks (otter's) look for their own file
         client = NotebookClient(
             nb, timeout=cell_timeout, kernel_name=kernel_name or "python3", allow_errors=True,
             interrupt_on_timeout=True, resources={"metadata": {"path": str(tmp)}},
-            timeout_func=lambda cell: 900 if cell is nb.cells[grade_index] else cell_timeout)
+            # a kernel stuck in C code ignores the interrupt: give up on the cell instead of waiting forever
+            error_on_timeout={"ename": "TimeoutError", "evalue": "the cell ran too long and was interrupted",
+                              "traceback": []},
+            timeout_func=lambda cell: grade_timeout if cell is nb.cells[grade_index] else cell_timeout)
         client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines, not the learner's output
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,13 +10,15 @@ import contextlib
 import copy
 import io
 import math
+import os
 import signal
 import threading
 import warnings
 
 import numpy as np
 
-DEFAULT_TIMEOUT = 10.0  # seconds per call of a learner's function
+# seconds per call of a learner's function (ENGINE_GRADER_TIMEOUT overrides it, e.g. on a slow machine)
+DEFAULT_TIMEOUT = float(os.environ.get("ENGINE_GRADER_TIMEOUT", "10"))
 
 
 class Fail(AssertionError):
@@ -146,6 +148,8 @@ def call(fn, *args, name: str = "your function", arg_names=None, timeout: float 
         raise Fail(f"{name}({inputs}) recursed without end (RecursionError)") from None
     except Fail:
         raise
+    except SystemExit as e:
+        raise Fail(f"{name}({inputs}) called exit ({e.code!r}); return a value instead") from None
     except Exception as e:  # the learner's error, reported, not raised
         raise Fail(f"{name}({inputs}) raised {type(e).__name__}: {e}") from None
     if not may_mutate:

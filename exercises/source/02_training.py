@@ -137,10 +137,11 @@ def sgd_step(model, ids, targets, lr):
 # Ten steps on one batch of a tiny random model (once `sgd_step` works):
 
 # %%
-model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=16, vocab_size=50), dtype="float64")
+model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=16, vocab_size=50),
+                   dtype="float64", backend="numpy")
 rng = np.random.default_rng(0)
 ids = rng.integers(0, 50, (4, 16))
 targets = np.roll(ids, -1, axis=1)
 for step in range(10):
-    loss = sgd_step(model, ids, targets, lr=0.5)
+    loss = sgd_step(model, ids, targets, lr=0.05)
     print(step, "not yet" if loss is None else f"{loss:.4f}")

@@ -261,7 +261,8 @@ def block(x, p, n_head):
 import engine
 from engine import model as engine_model
 
-gpt = engine.GPT(engine.GPTConfig(n_layer=2, n_head=4, d_model=32, n_ctx=16, vocab_size=100), dtype="float64")
+gpt = engine.GPT(engine.GPTConfig(n_layer=2, n_head=4, d_model=32, n_ctx=16, vocab_size=100),
+                 dtype="float64", backend="numpy")
 ids = np.arange(10) % 100
 theirs = gpt.forward(ids)
 probe = block(np.zeros((1, 2, 32)), gpt.params["h"][0], 4)

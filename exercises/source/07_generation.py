@@ -169,7 +169,8 @@ def greedy_generate(model, prompt, n_new):
 # Your loop and the engine's on a small random model:
 
 # %%
-model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=32, vocab_size=100), seed=1)
+model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=32, vocab_size=100), seed=1,
+                   backend="numpy")
 prompt = [1, 2, 3]
 print("engine:", model.generate(prompt, 10, temperature=0).tolist())
 print("yours: ", greedy_generate(model, prompt, 10))

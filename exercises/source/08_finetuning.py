@@ -145,7 +145,8 @@ def finetune(model, examples, trainable, steps, lr):
 # Teach a tiny random model three "facts", training only its last block and final LayerNorm:
 
 # %%
-model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=16, vocab_size=50), dtype="float64")
+model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=16, vocab_size=50),
+                   dtype="float64", backend="numpy")
 examples = [([3, 4, 5], [6]), ([7, 8], [9, 10]), ([11, 12, 13], [14])]
 losses = finetune(model, examples, ["h.1.", "ln_f"], steps=20, lr=0.5)
 print("not yet" if losses is None else [round(float(l), 3) for l in losses[::4]])

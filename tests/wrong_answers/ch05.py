@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from engine.layers import gelu_forward, layernorm_forward, merge_heads, mlp_forward, self_attention_forward, split_heads
+from engine.layers import layernorm_forward, merge_heads, mlp_forward, self_attention_forward, split_heads
 
 
 def ln_sample_var(x, g, b, eps=1e-5):

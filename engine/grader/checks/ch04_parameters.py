@@ -5,7 +5,7 @@ import numpy as np
 
 from ...config import PRESETS, GPTConfig
 from ..core import task
-from ..runner import Fail, call, number
+from ..runner import call, number
 
 CH = "04_parameters"
 GPT3 = [k for k in PRESETS if k.startswith("gpt3-")]
