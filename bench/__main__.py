@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .common import RESULTS, Row, append_results, machine_description, set_threads, table
+from .common import RESULTS, Row, append_results, machine_description, restore_threads, set_threads, table
 
 
 def parse(argv=None):
@@ -44,6 +44,13 @@ def parse(argv=None):
 def main(argv=None) -> int:
     a = parse(argv)
     threads = set_threads(a.threads)
+    try:
+        return _run(a, threads)
+    finally:
+        restore_threads(threads)
+
+
+def _run(a, threads) -> int:
     from tqdm import tqdm
 
     from .cpu import BENCHMARKS, Sizes

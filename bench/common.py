@@ -27,7 +27,7 @@ def set_threads(n: int) -> dict:
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
 
-        threadpool_limits(limits=n)
+        info["_restore_blas"] = threadpool_limits(limits=n).restore_original_limits
         pools = threadpool_info()
         blas = [p for p in pools if p.get("user_api") == "blas"]
         if blas:
@@ -39,11 +39,20 @@ def set_threads(n: int) -> dict:
     try:
         import torch
 
+        before = torch.get_num_threads()
         torch.set_num_threads(n)
         info["torch_threads"] = torch.get_num_threads()
+        info["_restore_torch"] = lambda: torch.set_num_threads(before)
     except ImportError:
         pass
     return info
+
+
+def restore_threads(info: dict) -> None:
+    """Undo ``set_threads`` (for callers such as tests that go on in the same process)."""
+    for key in ("_restore_blas", "_restore_torch"):
+        if key in info:
+            info.pop(key)()
 
 
 # ---------------------------------------------------------------------- timing

@@ -2,9 +2,11 @@
 
 Two methods, both printed as one JSON line:
 
-* ru_maxrss: the process's peak resident set after generating, minus the same figure taken right
+* peak RSS: the process's peak resident set after generating, minus the same figure taken right
   after the imports (the interpreter + NumPy + engine baseline). Weights are created in place, one
-  tensor at a time, so building them adds no temporary copies to the peak.
+  tensor at a time, so building them adds no temporary copies to the peak. On Linux the peak is
+  read from /proc/self/status (VmHWM): ``ru_maxrss`` itself would start at the *parent's* peak,
+  which Linux carries across fork + exec into the child, hiding everything below it.
 * tracemalloc: NumPy reports its array allocations to tracemalloc, so the traced peak during a
   second generate() call is exactly the extra memory generation allocates (KV cache, activations,
   logits), to which we add the weights' bytes. It counts the whole preallocated KV cache, while
@@ -22,6 +24,14 @@ import tracemalloc
 
 
 def _maxrss() -> int:
+    """Peak resident set size of this process, in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
 

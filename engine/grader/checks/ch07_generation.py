@@ -18,6 +18,8 @@ def _sm_case(f, logits, temperature=1.0, hint=""):
     what = f"softmax(logits {logits.shape}, temperature={temperature})"
     got = call(f, logits, temperature, name="softmax", arg_names=["logits", "temperature"])
     want = ref_softmax(logits, temperature)
+    if logits.ndim == 2 and matches(got, np.exp(logits / temperature) / np.exp(logits / temperature).sum()):
+        hint = "normalise each row on its own (sum over the last axis, keepdims=True)"
     if not hint and logits.ndim == 2 and matches(got, np.exp(logits / temperature) / np.exp(logits / temperature).sum()):
         hint = "normalise each row on its own (sum over the last axis, keepdims=True)"
     if not hint and temperature != 1 and matches(got, ref_softmax(logits * temperature)):

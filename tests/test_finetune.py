@@ -1,0 +1,73 @@
+"""Fine-tuning: the task data, prompts, loss masking, frozen parameters, exact-match accuracy."""
+import numpy as np
+import pytest
+
+from engine import GPT, GPTConfig
+from engine.bpe import train_bpe
+from engine.finetune import (TEMPLATES, TEST_WORDS, TRAIN_WORDS, Example, encode_examples, evaluate,
+                             few_shot_prompt, finetune, make_dataset, train_test_split, trainable_names)
+from engine.model import tree_flatten
+
+
+@pytest.fixture(scope="module")
+def enc():
+    lines = "".join(e.line() for e in make_dataset(TRAIN_WORDS + TEST_WORDS))
+    return train_bpe(lines * 2, 400)
+
+
+def test_dataset_and_prompt_format():
+    ex = Example('an input that says "search"', '<input type="text" placeholder="search">')
+    assert ex in make_dataset(["search"])
+    assert ex.line() == '[example] an input that says "search" [toCode] <input type="text" placeholder="search">\n'
+    assert ex.prompt() + ex.target() == ex.line()
+    train, test = train_test_split()
+    assert len(train) == len(TEMPLATES) * len(TRAIN_WORDS) and len(test) == len(TEMPLATES) * len(TEST_WORDS)
+    assert not {e.line() for e in train} & {e.line() for e in test}
+    assert not {w for w in TEST_WORDS if any(f'"{w}"' in e.description for e in train)}
+    train2, test2 = train_test_split(unseen_words=False)
+    assert not {e.line() for e in train2} & {e.line() for e in test2}
+    shots = train[:2]
+    p = few_shot_prompt(test[0], shots)
+    assert p == shots[0].line() + shots[1].line() + test[0].prompt()
+
+
+def test_only_answers_are_scored(enc):
+    ex = make_dataset(["name"])[:2]
+    X, Y = encode_examples(enc, ex, n_ctx=64)
+    for i, e in enumerate(ex):
+        p = enc.encode_ordinary(e.prompt())
+        a = enc.encode_ordinary(e.target())
+        assert X[i, :len(p) + len(a) - 1].tolist() == (p + a)[:-1]
+        scored = Y[i][Y[i] >= 0].tolist()
+        assert scored == a  # exactly the answer's tokens, each predicted from everything before it
+        assert (Y[i, :len(p) - 1] == -1).all()
+    with pytest.raises(ValueError, match="longer than the context"):
+        encode_examples(enc, ex, n_ctx=8)
+
+
+def test_trainable_selection_freezes_the_rest(enc):
+    cfg = GPTConfig.preset("course-tiny", vocab_size=enc.n_vocab, n_ctx=64)
+    model = GPT(cfg, seed=0)
+    names = trainable_names(model, ["h.1.", "ln_f."])
+    assert names and all(n.startswith(("h.1.", "ln_f.")) for n in names)
+    before = {k: v.copy() for k, v in tree_flatten(model.params).items()}
+    losses = finetune(model, enc, make_dataset(["name", "city"]), steps=5, lr=1e-2, trainable=["h.1.", "ln_f."])
+    assert len(losses) == 5
+    for k, v in tree_flatten(model.params).items():
+        if k in names:
+            assert not np.array_equal(v, before[k]), k
+        else:
+            np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match="selects no parameter"):
+        trainable_names(model, ["nothing."])
+
+
+def test_finetuning_teaches_the_pairs(enc):
+    cfg = GPTConfig.preset("course-tiny", vocab_size=enc.n_vocab, n_ctx=64, d_model=64, n_head=4)
+    model = GPT(cfg, seed=0)
+    data = make_dataset(["name", "city"], TEMPLATES[:2])
+    assert evaluate(model, enc, data) == 0.0  # a random model writes no correct code
+    losses = finetune(model, enc, data, steps=150, lr=1e-2, batch_size=4, warmup=5)
+    assert losses[-1] < 0.1 * losses[0]
+    acc, outputs = evaluate(model, enc, data, return_outputs=True)
+    assert acc == 1.0, [(o[0].target(), o[1]) for o in outputs]
