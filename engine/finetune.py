@@ -234,6 +234,7 @@ def add_finetune_arguments(p):
     p.add_argument("--trainable", nargs="*", default=None,
                    help="name prefixes to train (e.g. h.3. ln_f.); default: every parameter")
     p.add_argument("--shots", type=int, default=3, help="demonstrations in the few-shot comparison")
+    p.add_argument("--n-test", type=int, default=20, help="held-out examples to evaluate (all: 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the fine-tuned model here (a checkpoint directory)")
     p.add_argument("--no-progress", action="store_true")
@@ -263,7 +264,7 @@ def run_finetune(args) -> dict:
     """``python -m engine finetune``: zero-shot, few-shot, fine-tune, evaluate, optionally save."""
     model, enc = load_model(args.checkpoint)
     result = compare(model, enc, steps=args.steps, lr=args.lr, trainable=args.trainable, shots=args.shots,
-                     seed=args.seed, progress=not args.no_progress)
+                     seed=args.seed, n_test=args.n_test or None, progress=not args.no_progress)
     if args.out:
         from .checkpoint import save_checkpoint
 

