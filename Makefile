@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test setup clean bench widgets-js browser-deps test-book
+.PHONY: book test setup clean bench widgets-js browser-deps test-book book-execute
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ browser-deps:
 
 book: $(STAMP) $(WM_JS)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+# Re-execute the committed chapters in place (after editing one, or when the shipped model changes),
+# so that their saved outputs, which nbval compares against, are current.
+book-execute: $(STAMP)
+	cd book && for nb in 0*.ipynb; do ENGINE_BACKEND=numpy ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
 
 # The book's own tests, after `make book`: the site in Chromium (pages, figures, saved widgets),
 # one widget live through Voila, then nbval (every chapter re-executed, outputs compared).

@@ -144,15 +144,18 @@ def train_bpe(text: str, vocab_size: int, name: str = "course_bpe", pat_str: str
 def merges(enc: tiktoken.Encoding) -> list[tuple[bytes, bytes]]:
     """The merge sequence of an encoding (in rank order): for each multi-byte token, the two
     lower-ranked tokens it was built from (found as tiktoken itself would split it)."""
+    ranks = enc._mergeable_ranks
     out = []
-    for tok, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]):
+    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(tok) == 1:
             continue
-        # the pieces: encode the token's bytes with only lower ranks available
+        # replay BPE on the token's bytes using only merges learned before it: the last two pieces
         parts = [bytes([c]) for c in tok]
-        lower = {t: r for t, r in enc._mergeable_ranks.items() if r < rank} if len(parts) > 2 else None
         while len(parts) > 2:
-            best = min(range(len(parts) - 1), key=lambda i: lower.get(parts[i] + parts[i + 1], 1 << 60))
+            def r(i):
+                x = ranks.get(parts[i] + parts[i + 1], 1 << 60)
+                return x if x < rank else 1 << 60
+            best = min(range(len(parts) - 1), key=r)
             parts[best:best + 2] = [parts[best] + parts[best + 1]]
         out.append((parts[0], parts[1]))
     return out

@@ -18,7 +18,6 @@ Corpora (no corpus text is stored in the repository):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re

@@ -18,6 +18,7 @@ continuation up to the end of the line.
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -114,18 +115,36 @@ def complete(model: GPT, enc, prompt: str, max_new_tokens: int = 40) -> str:
     return text.split(END)[0] + (END if END in text else "")
 
 
+def right_form(ex: Example, got: str) -> bool:
+    """Is ``got`` the code of the right template, whatever word it holds? (Partial credit: the
+    model may learn the shape of the answer before it learns to copy the word.)"""
+    for d, c in TEMPLATES:
+        pattern = "^" + re.escape(c).replace(re.escape("{w}"), '[^<>"]+') + "$"
+        if re.match(pattern, ex.code) and re.match("^" + re.escape(d).replace(re.escape("{w}"), ".+") + "$",
+                                                    ex.description):
+            return re.match(pattern, got.strip()) is not None
+    return False
+
+
 def evaluate(model: GPT, enc, examples: list[Example], shots: list[Example] | None = None,
              max_new_tokens: int = 40, return_outputs: bool = False):
-    """Exact-match accuracy of greedy completions (0..1). With ``shots``, a few-shot prompt is used."""
+    """Exact-match accuracy of greedy completions (0..1). With ``shots``, a few-shot prompt is used.
+
+    With ``return_outputs``: (accuracy, [(example, completion, exact, right_form), ...]).
+    """
     correct, outputs = 0, []
     for ex in examples:
         prompt = few_shot_prompt(ex, shots) if shots else ex.prompt()
         got = complete(model, enc, prompt, max_new_tokens)
         ok = got == ex.target()
         correct += ok
-        outputs.append((ex, got, ok))
+        outputs.append((ex, got, ok, right_form(ex, got)))
     acc = correct / max(1, len(examples))
     return (acc, outputs) if return_outputs else acc
+
+
+def _form(outputs) -> float:
+    return sum(o[3] for o in outputs) / max(1, len(outputs))
 
 
 # ---------------------------------------------------------------------- training
@@ -213,15 +232,18 @@ def compare(model: GPT, enc, steps: int = 60, lr: float = 1e-3, trainable=None, 
         test = test[:: max(1, len(test) // n_test)][:n_test]
     demos = train[:shots]
     t0 = time.time()
-    zero = evaluate(model, enc, test)
-    few = evaluate(model, enc, test, shots=demos)
-    log(f"before fine-tuning: zero-shot {zero:.0%}, {shots}-shot {few:.0%} on {len(test)} held-out examples")
+    zero, zero_out = evaluate(model, enc, test, return_outputs=True)
+    few, few_out = evaluate(model, enc, test, shots=demos, return_outputs=True)
+    log(f"before fine-tuning: exact match zero-shot {zero:.0%}, {shots}-shot {few:.0%} on {len(test)} held-out "
+        f"examples (right template: {_form(zero_out):.0%}, {_form(few_out):.0%})")
     losses = finetune(model, enc, train, steps=steps, lr=lr, trainable=trainable, seed=seed, progress=progress)
-    after = evaluate(model, enc, test)
-    log(f"after {steps} fine-tuning steps: {after:.0%} (loss {losses[0]:.2f} -> {losses[-1]:.2f}), "
-        f"{time.time() - t0:.0f} s")
-    return {"zero_shot": zero, "few_shot": few, "finetuned": after, "losses": losses, "shots": shots,
-            "n_test": len(test), "steps": steps}
+    after, after_out = evaluate(model, enc, test, return_outputs=True)
+    log(f"after {steps} fine-tuning steps: exact match {after:.0%}, right template {_form(after_out):.0%} "
+        f"(loss {losses[0]:.2f} -> {losses[-1]:.2f}), {time.time() - t0:.0f} s")
+    return {"zero_shot": zero, "few_shot": few, "finetuned": after, "zero_shot_form": _form(zero_out),
+            "few_shot_form": _form(few_out), "finetuned_form": _form(after_out), "losses": losses,
+            "shots": shots, "n_test": len(test), "steps": steps,
+            "outputs": [(o[0].description, o[1]) for o in after_out]}
 
 
 # ---------------------------------------------------------------------- command line
@@ -268,7 +290,8 @@ def run_finetune(args) -> dict:
     if args.out:
         from .checkpoint import save_checkpoint
 
-        state = {"config": model.cfg.to_dict(), "finetune": {k: v for k, v in result.items() if k != "losses"},
+        state = {"config": model.cfg.to_dict(),
+                 "finetune": {k: v for k, v in result.items() if k not in ("losses", "outputs")},
                  "losses": result["losses"], "source": args.checkpoint}
         p = save_checkpoint(args.out, model.state_dict(), state, enc=enc)
         print(f"saved the fine-tuned model to {p}")

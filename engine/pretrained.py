@@ -93,8 +93,8 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def export(run_dir, out_dir=None, which: str = "best", command: str = "", machine: str = "", log=print) -> dict:
-    """Write a run's checkpoint (``best`` by validation loss, or ``ckpt``) as shipped assets.
+def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machine: str = "", log=print) -> dict:
+    """Write a run's checkpoint (``ckpt``, the latest, or ``best`` by periodic validation loss) as shipped assets.
 
     Re-measures the validation loss on every held-out window, and on the first
     ``CHECK_WINDOWS`` windows (the slice the tests recompute).
@@ -133,6 +133,8 @@ def export(run_dir, out_dir=None, which: str = "best", command: str = "", machin
         "config": cfg.to_dict(),
         "n_params": cfg.n_params(),
         "step": st["step"],
+        "which": ("the end of training" if which == "ckpt" else "the checkpoint with the lowest periodic "
+                  "validation loss"),
         "steps_run": last["step"],
         "tokens_seen": st["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx,
         "train_tokens": train_ids_n,
@@ -227,10 +229,10 @@ AdamW as in GPT-3 (Brown et al. 2020, Appendix B): beta1 0.9, beta2 0.95, eps 1e
 {t["weight_decay"]} on matrices (embeddings included) but not on biases or LayerNorm, gradient norm clipped
 at {t["grad_clip"]}, linear warm-up over {t["warmup"]} steps to {t["lr"]:g}, cosine decay to 10%.
 Batches of {t["batch_size"]} random windows of {c["n_ctx"]} tokens ({t["batch_size"] * c["n_ctx"]:,} tokens per step).
-The weights shipped are those of step {m["step"]} (the lowest periodic validation loss), after
+The weights shipped are those of step {m["step"]} ({m["which"]}), after
 {m["tokens_seen"]:,} tokens seen ({m["tokens_seen"] / m["train_tokens"]:.1f} passes over the training text).
 
-- Command: `{m["command"]}`
+- Command: {m["command"]}
 - Machine: {m["machine"]}
 - Wall time: {hours * 60:.0f} minutes of training ({m["tokens_per_s"]:,.0f} tokens/s on average)
 

@@ -71,3 +71,13 @@ def test_finetuning_teaches_the_pairs(enc):
     assert losses[-1] < 0.1 * losses[0]
     acc, outputs = evaluate(model, enc, data, return_outputs=True)
     assert acc == 1.0, [(o[0].target(), o[1]) for o in outputs]
+
+
+def test_right_form_is_partial_credit():
+    from engine.finetune import right_form
+
+    ex = make_dataset(["name"], TEMPLATES[:1])[0]
+    assert right_form(ex, ' <input type="text" placeholder="city">\n')
+    assert right_form(ex, ex.target())
+    assert not right_form(ex, " <button>name</button>\n")
+    assert not right_form(ex, ' <input type="text" placeholder="name"')
