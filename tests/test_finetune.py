@@ -81,3 +81,18 @@ def test_right_form_is_partial_credit():
     assert right_form(ex, ex.target())
     assert not right_form(ex, " <button>name</button>\n")
     assert not right_form(ex, ' <input type="text" placeholder="name"')
+
+
+def test_shipped_model_learns_the_task_format():
+    import engine
+
+    model, enc = engine.load_pretrained()
+    train, test = train_test_split()
+    before = {k: v.copy() for k, v in tree_flatten(model.params).items()}
+    losses = finetune(model, enc, train, steps=25, lr=3e-3, batch_size=8, trainable=["h.3.", "ln_f."])
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+    for k, v in tree_flatten(model.params).items():
+        if not k.startswith(("h.3.", "ln_f.")):
+            np.testing.assert_array_equal(v, before[k])
+    prompt = few_shot_prompt(test[0], train[:2])
+    assert prompt.count("[toCode]") == 3 and len(enc.encode_ordinary(prompt)) < model.cfg.n_ctx
