@@ -44,8 +44,11 @@ test-book: book browser-deps
 	$(PY) -m pytest tests/test_book.py tests/test_widgets.py
 	ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
 
-test: $(STAMP)
+# Everything: build the book (its notebooks executed), then every pytest test (unit, reference parity,
+# exercises, widgets, the built site in Chromium, Voila), then nbval on every chapter.
+test: book browser-deps
 	$(PY) -m pytest tests
+	ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -238,6 +238,10 @@ The weights shipped are those of step {m["step"]} ({m["which"]}), after
 
 ![training and validation curves](curves.png)
 
+The periodic validation points use the first {t["eval_windows"]} held-out windows (the start of Hamlet) to
+save time; the last point is the whole held-out set, whose other passages are harder on average
+than the start of Hamlet, hence the step up at the end.
+
 ## Evaluation
 
 On every token of the held-out plays (windows of {c["n_ctx"]} tokens, each token predicted once):

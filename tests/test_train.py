@@ -75,6 +75,7 @@ def test_workers_and_grad_accum_give_the_same_step(book):
             np.testing.assert_allclose(params[k], ref[k], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
 def test_nan_stops_with_location(book):
     _, tr, va = book
     model = GPT(tiny_cfg(), seed=0)
@@ -87,6 +88,7 @@ def test_nan_stops_with_location(book):
         t.run(progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_gradient_overflow_is_caught_before_the_update(book):
     _, tr, va = book
     model = GPT(tiny_cfg(), seed=0)
