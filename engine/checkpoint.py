@@ -34,7 +34,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or corrupted."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -68,7 +69,7 @@ def save_checkpoint(path, weights: dict, state: dict, optim: dict | None = None,
             from .bpe import save_encoding
 
             save_encoding(enc, tmp / "tokenizer.tiktoken")
-        manifest = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        manifest = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():
             _fsync(f)
@@ -113,7 +114,7 @@ def verify(path) -> Path:
         f = path / name
         if not f.exists():
             raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
-        got = _sha256(f)
+        got = sha256_file(f)
         if got != digest:
             raise CheckpointError(f"checkpoint {path} is corrupted: {name} has SHA-256 {got[:16]}..., the manifest "
                                   f"says {digest[:16]}.... Do not resume from it; use an older checkpoint or "

