@@ -162,10 +162,15 @@ def call(fn, *args, name: str = "your function", arg_names=None, timeout: float 
 
 
 # ---------------------------------------------------------------------- comparing results
-def as_array(got, what: str, expect_shape=None) -> np.ndarray:
-    """The learner's result as a NumPy array, or a ``Fail`` saying why it is not one."""
+def require_result(got, what: str) -> None:
+    """Fail with the same hint everywhere when a task still returns None (its `...` untouched)."""
     if got is None:
         raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+
+
+def as_array(got, what: str, expect_shape=None) -> np.ndarray:
+    """The learner's result as a NumPy array, or a ``Fail`` saying why it is not one."""
+    require_result(got, what)
     if got is Ellipsis:
         raise Fail(f"{what} returned `...`: replace it with your code")
     if hasattr(got, "get") and not isinstance(got, (dict, np.ndarray)):  # CuPy
@@ -218,8 +223,7 @@ def close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6, hint: st
 
 def number(got, want: float, what: str, rtol: float = 1e-6, hint: str = "") -> float:
     """Fail unless ``got`` is a number within ``rtol`` of ``want``."""
-    if got is None:
-        raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+    require_result(got, what)
     try:
         g = float(got)
     except Exception:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runner import Fail
+from ..runner import Fail, require_result
 
 
 def tiny_config(**over):
@@ -30,8 +30,7 @@ def rand_linear(rng, n_in, n_out, scale=0.3):
 
 
 def pair(got, what):
-    if got is None:
-        raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+    require_result(got, what)
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise Fail(f"{what} should return two things (a tuple), got {type(got).__name__}")
     return got

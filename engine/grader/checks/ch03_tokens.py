@@ -6,7 +6,7 @@ import collections
 import numpy as np
 
 from ..core import task
-from ..runner import Fail, call, describe
+from ..runner import Fail, call, describe, require_result
 
 CH = "03_tokens"
 
@@ -33,8 +33,7 @@ def ref_merge(ids, pair, new_id):
 
 
 def _as_list(got, what):
-    if got is None:
-        raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+    require_result(got, what)
     try:
         return [int(x) for x in got]
     except Exception:
@@ -53,8 +52,7 @@ def _mfp_case(f, ids):
         if got is not None:
             raise Fail(f"{what}: with fewer than two ids there is no pair; return None, got {describe(got)}")
         return
-    if got is None:
-        raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+    require_result(got, what)
     try:
         g = tuple(int(x) for x in got)
     except Exception:
@@ -128,8 +126,7 @@ def _count_case(f, text):
 
     want = len(get_encoding("gpt2").encode(text))
     got = call(f, text, name="count_tokens", arg_names=["text"])
-    if got is None:
-        raise Fail("count_tokens returned None: replace the `...` with your code and `return` the result")
+    require_result(got, "count_tokens")
     if isinstance(got, (list, tuple)):
         raise Fail(f"count_tokens({text!r}) returned the list of ids; return how many there are (len)")
     try:

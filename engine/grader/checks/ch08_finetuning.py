@@ -5,7 +5,7 @@ import numpy as np
 
 from ...model import tree_flatten, tree_map
 from ..core import task
-from ..runner import Fail, call, close, describe, number
+from ..runner import Fail, call, close, describe, number, require_result
 from ._util import tiny_model
 
 CH = "08_finetuning"
@@ -42,8 +42,7 @@ def _fz_case(f, trainable):
     _, grads = model.loss_and_grads(ids, np.roll(ids, -1, 1))
     what = f"freeze_grads(grads, trainable={trainable})"
     got = call(f, grads, trainable, name="freeze_grads", arg_names=["grads", "trainable"])
-    if got is None:
-        raise Fail(f"{what} returned None: replace the `...` with your code and `return` the result")
+    require_result(got, what)
     try:
         gflat = tree_flatten(got)
     except Exception:
