@@ -22,8 +22,14 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 # ---------------------------------------------------------------------- threads
 def set_threads(n: int) -> dict:
-    """Give NumPy's BLAS and PyTorch the same number of threads. Returns what is in effect."""
+    """Give NumPy's BLAS, the engine's element-wise passes and PyTorch the same number of threads.
+
+    Returns what is in effect."""
+    from engine import kernels
+
     info = {"threads": n, "blas": "unknown"}
+    kernels.set_num_threads(n)
+    info["_restore_engine"] = lambda: kernels.set_num_threads(None)
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -50,7 +56,7 @@ def set_threads(n: int) -> dict:
 
 def restore_threads(info: dict) -> None:
     """Undo ``set_threads`` (for callers such as tests that go on in the same process)."""
-    for key in ("_restore_blas", "_restore_torch"):
+    for key in ("_restore_blas", "_restore_torch", "_restore_engine"):
         if key in info:
             info.pop(key)()
 

@@ -8,10 +8,17 @@ would launch one kernel, and read and write the whole array, per operator.
 The choice is made here, from the array's module, so the model code has no
 ``if cupy:`` branches. Half-precision inputs are computed in float32 inside
 the kernels; float64 in double.
+
+On NumPy, large element-wise passes are also cut into pieces along a leading
+axis and run on ``get_num_threads()`` threads (NumPy releases the GIL inside
+its loops): the BLAS already uses every core for the matrix products, and
+without this the exponentials of attention and GELU's tanh ran on one.
 """
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
 
@@ -73,6 +80,82 @@ def _stat_dtype(xp, dtype):
     return np.dtype("float32") if dtype.itemsize < 4 else dtype
 
 
+# ---------------------------------------------------------------------- threads for element-wise passes
+_NUM_THREADS: int | None = None
+_DEFAULT_THREADS: int | None = None
+_POOL = None
+_POOL_LOCK = threading.Lock()
+MIN_PARALLEL = 1 << 17  # elements: below this, starting threads costs more than it saves
+
+
+def get_num_threads() -> int:
+    """Threads for NumPy element-wise passes: ``set_num_threads``, else $ENGINE_NUM_THREADS, else the
+    BLAS variables ($OPENBLAS_NUM_THREADS, $OMP_NUM_THREADS, $MKL_NUM_THREADS), else the usable cores
+    (the variables are read on first use)."""
+    global _DEFAULT_THREADS
+    if _NUM_THREADS is not None:
+        return _NUM_THREADS
+    if _DEFAULT_THREADS is None:  # read once: this runs for every LayerNorm, GELU and softmax
+        _DEFAULT_THREADS = _threads_from_environment()
+    return _DEFAULT_THREADS
+
+
+def _threads_from_environment() -> int:
+    for var in ("ENGINE_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads for element-wise passes (None: back to the default of ``get_num_threads``)."""
+    global _NUM_THREADS
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    _NUM_THREADS = n
+
+
+def _pool(n: int):
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < n:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(n, thread_name_prefix="engine-kernels")
+        return _POOL
+
+
+def parallel(fn, *arrays) -> None:
+    """Run ``fn(*pieces)`` on pieces of ``arrays`` cut along one leading axis (never the last), in threads.
+
+    The arrays share their leading shape; ``fn`` writes its results into them (or into views of
+    arrays it closes over, cut the same way). Every element is computed by the same code whatever
+    the cut, so the result is identical to ``fn(*arrays)``. Runs inline when small, single-threaded,
+    or called from a thread other than the main one (the trainer's workers already fill the cores).
+    """
+    a = arrays[0]
+    if a.size < MIN_PARALLEL:  # the common case in generation: one token at a time
+        fn(*arrays)
+        return
+    n = get_num_threads()
+    axis = next((i for i, d in enumerate(a.shape[:-1]) if d >= n), None)
+    if (n <= 1 or axis is None
+            or threading.current_thread() is not threading.main_thread()):
+        fn(*arrays)
+        return
+    edges = np.linspace(0, a.shape[axis], n + 1).astype(int)
+    pieces = [tuple(x[(slice(None),) * axis + (slice(lo, hi),)] for x in arrays)
+              for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    futures = [_pool(n).submit(fn, *piece) for piece in pieces[1:]]
+    fn(*pieces[0])
+    for f in futures:
+        f.result()
+
+
 # ---------------------------------------------------------------------- batched matrix products
 def bmm(a, b, out=None):
     """Batched matrix product a @ b over leading axes, optionally into ``out`` (which may be a view).
@@ -107,15 +190,20 @@ def gelu(x):
     if _is_cupy(xp):
         return _cupy_kernel("gelu", x.dtype)(x)
     dt = x.dtype.type
-    t = x * dt(GELU_A)  # the same order of operations as the one-line formula
-    t *= x
-    t *= x
-    t += x
-    t *= dt(GELU_C)
-    xp.tanh(t, out=t)
-    out = t + dt(1.0)
-    out *= x
-    out *= dt(0.5)  # exact: a power of two
+    out, t = xp.empty_like(x), xp.empty_like(x)
+
+    def piece(x, out, t):
+        xp.multiply(x, dt(GELU_A), out=t)  # the same order of operations as the one-line formula
+        t *= x
+        t *= x
+        t += x
+        t *= dt(GELU_C)
+        xp.tanh(t, out=t)
+        xp.add(t, dt(1.0), out=out)
+        out *= x
+        out *= dt(0.5)  # exact: a power of two
+
+    parallel(piece, x, out, t)
     return out, t
 
 
@@ -130,12 +218,18 @@ def layernorm(x, g, b, eps: float):
         rstd = 1.0 / xp.sqrt(var + sd.type(eps))
         y, xhat = _cupy_kernel("lnorm", x.dtype)(x, mean, rstd, g, b)
         return y, xhat, rstd.astype(x.dtype, copy=False)
-    xhat = x - x.mean(axis=-1, keepdims=True)
-    y = xp.multiply(xhat, xhat)  # y is scratch for the squares until the end
-    rstd = 1.0 / xp.sqrt(y.mean(axis=-1, keepdims=True) + eps)
-    xhat *= rstd
-    xp.multiply(xhat, g, out=y)
-    y += b
+    xhat, y = xp.empty_like(x), xp.empty_like(x)
+    rstd = xp.empty(x.shape[:-1] + (1,), dtype=x.dtype)
+
+    def piece(x, xhat, y, rstd):
+        xp.subtract(x, x.mean(axis=-1, keepdims=True), out=xhat)
+        xp.multiply(xhat, xhat, out=y)  # y is scratch for the squares until the end
+        rstd[...] = 1.0 / xp.sqrt(y.mean(axis=-1, keepdims=True) + eps)
+        xhat *= rstd
+        xp.multiply(xhat, g, out=y)
+        y += b
+
+    parallel(piece, x, xhat, y, rstd)
     return y, xhat, rstd
 
 
@@ -148,7 +242,11 @@ def softmax_(s):
         _cupy_kernel("exp_sub", s.dtype)(m, s)
         s /= s.sum(axis=-1, keepdims=True, dtype=_stat_dtype(xp, s.dtype))
         return s
-    s -= s.max(axis=-1, keepdims=True)
-    xp.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
+
+    def piece(s):
+        s -= s.max(axis=-1, keepdims=True)
+        xp.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+
+    parallel(piece, s)
     return s

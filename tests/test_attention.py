@@ -185,3 +185,56 @@ def test_gathered_rejects_other_layouts():
         gathered_attention_forward(q, k, v, "banded", 2)
     with pytest.raises(ValueError, match="unknown attention layout"):
         attention_forward(q, k, v, "local")
+
+
+# ---------------------------------------------------------------------- element-wise passes on threads
+def _numpy_softmax(s):
+    z = np.exp(s - s.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_threaded_elementwise_passes_equal_one_thread(threads):
+    """softmax, GELU and LayerNorm cut across threads give bit-identical results, also on strided views."""
+    from engine import kernels
+
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((2, 6, 128, 300)).astype(np.float32)  # above MIN_PARALLEL elements
+    g, b = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
+    view = lambda a: a[:, :, 3:120, :250]  # noqa: E731 - a non-contiguous view, as the attention tiles are
+    try:
+        kernels.set_num_threads(1)
+        one = (kernels.softmax_(view(x.copy())).copy(), kernels.gelu(x), kernels.layernorm(x, g, b, 1e-5))
+        kernels.set_num_threads(threads)
+        many = (kernels.softmax_(view(x.copy())).copy(), kernels.gelu(x), kernels.layernorm(x, g, b, 1e-5))
+    finally:
+        kernels.set_num_threads(None)
+    np.testing.assert_array_equal(many[0], one[0])
+    for a, c in zip(many[1] + many[2], one[1] + one[2]):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_allclose(one[0], _numpy_softmax(view(x)), rtol=1e-5, atol=1e-7)  # and it is a softmax
+    gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(one[1][0], gelu, rtol=1e-5, atol=1e-6)
+
+
+def test_parallel_splits_the_work_and_checks_its_argument():
+    import threading
+
+    from engine import kernels
+
+    seen = []
+
+    def piece(a):
+        seen.append((a.shape, threading.current_thread() is threading.main_thread()))
+        a += 1
+
+    a = np.zeros((4, 1 << 16), dtype=np.float32)
+    try:
+        kernels.set_num_threads(4)
+        kernels.parallel(piece, a)
+    finally:
+        kernels.set_num_threads(None)
+    assert (a == 1).all()  # every element once
+    assert sorted(seen) == [((1, 1 << 16), False)] * 3 + [((1, 1 << 16), True)]  # four pieces, three off the main thread
+    with pytest.raises(ValueError, match="positive integer"):
+        kernels.set_num_threads(0)
