@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .attention import attention_backward, attention_forward
 from . import kernels
 from .backend import array_module
@@ -128,23 +130,65 @@ def mlp_backward(dy, cache):
     return dx, {"c_fc": g_fc, "c_proj": g_proj}
 
 
+# ---------------------------------------------------------------------- dropout
+class Dropout:
+    """Inverted dropout for training: zero each number with probability ``p``, scale the rest by 1/(1-p).
+
+    Every sequence of the batch has its own random stream (``seeds``: one integer per row), so the
+    masks do not depend on how a batch is split across workers or micro-batches. Masks are drawn
+    with NumPy and moved to the array's backend. As in GPT-2, the course applies it to the
+    embedding output and to the two branches that write into the residual stream.
+    """
+
+    def __init__(self, p: float, seeds):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.gens = [np.random.default_rng(int(s)) for s in np.asarray(seeds).reshape(-1)]
+
+    def mask(self, x):
+        """A keep mask scaled by 1/(1-p), shaped and typed like x: (B, T, C)."""
+        if len(self.gens) != x.shape[0]:
+            raise ValueError(f"Dropout has {len(self.gens)} seeds for a batch of {x.shape[0]} rows")
+        keep = np.stack([g.random(x.shape[1:], dtype=np.float32) for g in self.gens]) >= self.p
+        m = keep.astype(np.dtype(x.dtype)) * np.dtype(x.dtype).type(1.0 / (1.0 - self.p))
+        return array_module(x).asarray(m)
+
+
+def dropout_forward(x, drop):
+    """x * mask (a fresh mask from ``drop``); identity when ``drop`` is None. Any (B, ...) shape."""
+    if drop is None or drop.p == 0.0:
+        return x, None
+    m = drop.mask(x)
+    return x * m, m
+
+
+def dropout_backward(dy, mask):
+    return dy if mask is None else dy * mask
+
+
 # ---------------------------------------------------------------------- decoder block
-def block_forward(x, p, n_head, layout="dense", window=256, stride=32, c=8, eps=1e-5):
-    """One pre-LayerNorm decoder block: x + attn(ln_1(x)), then + mlp(ln_2(x)). (B, T, C) -> (B, T, C)"""
+def block_forward(x, p, n_head, layout="dense", window=256, stride=32, c=8, eps=1e-5, drop=None):
+    """One pre-LayerNorm decoder block: x + attn(ln_1(x)), then + mlp(ln_2(x)). (B, T, C) -> (B, T, C)
+
+    ``drop``: a ``Dropout`` while training (applied to each branch before it is added), else None.
+    """
     h, c_ln1 = layernorm_forward(x, p["ln_1"], eps)
     a, c_attn = self_attention_forward(h, p["attn"], n_head, layout, window, stride, c)
+    a, m_attn = dropout_forward(a, drop)
     x = x + a
     h, c_ln2 = layernorm_forward(x, p["ln_2"], eps)
     m, c_mlp = mlp_forward(h, p["mlp"])
-    return x + m, (c_ln1, c_attn, c_ln2, c_mlp)
+    m, m_mlp = dropout_forward(m, drop)
+    return x + m, (c_ln1, c_attn, m_attn, c_ln2, c_mlp, m_mlp)
 
 
 def block_backward(dy, cache):
-    c_ln1, c_attn, c_ln2, c_mlp = cache
-    dh, g_mlp = mlp_backward(dy, c_mlp)
+    c_ln1, c_attn, m_attn, c_ln2, c_mlp, m_mlp = cache
+    dh, g_mlp = mlp_backward(dropout_backward(dy, m_mlp), c_mlp)
     dx_ln2, g_ln2 = layernorm_backward(dh, c_ln2)
     dx = dy + dx_ln2
-    dh, g_attn = self_attention_backward(dx, c_attn)
+    dh, g_attn = self_attention_backward(dropout_backward(dx, m_attn), c_attn)
     dx_ln1, g_ln1 = layernorm_backward(dh, c_ln1)
     return dx + dx_ln1, {"ln_1": g_ln1, "attn": g_attn, "ln_2": g_ln2, "mlp": g_mlp}
 

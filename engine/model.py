@@ -14,9 +14,9 @@ import numpy as np
 from .attention import attention_probs
 from .backend import backend_name, get_xp, to_numpy
 from .config import GPTConfig
-from .layers import (block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
-                     embedding_backward, embedding_forward, layernorm_backward, layernorm_forward,
-                     linear_forward, split_heads, unembed)
+from .layers import (Dropout, block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
+                     dropout_backward, dropout_forward, embedding_backward, embedding_forward,
+                     layernorm_backward, layernorm_forward, linear_forward, split_heads, unembed)
 
 DTYPES = ("float64", "float32", "float16")  # CuPy has no bfloat16 dtype, so neither do we
 
@@ -199,21 +199,27 @@ class GPT:
         loss, _ = cross_entropy_forward(gpt_forward(self.params, ids, self.cfg), targets)
         return float(loss)
 
-    def loss_and_grads(self, ids, targets):
+    def loss_and_grads(self, ids, targets, dropout: float = 0.0, dropout_seeds=None):
         """Mean cross-entropy and its gradient for every parameter, by the hand-written backward pass.
 
         ids, targets: (B, T) ints (a target of -1 is ignored). Returns (loss: float, grads) where
-        grads is a tree shaped like ``self.params``.
+        grads is a tree shaped like ``self.params``. ``dropout`` > 0 zeroes that fraction of the
+        embedding output and of every residual branch (see ``layers.Dropout``); ``dropout_seeds``
+        gives one integer per row (default: 0 .. B-1), so the same seeds give the same masks.
         """
         cfg, p, xp = self.cfg, self.params, self.xp
         ids, _ = check_ids(ids, cfg, xp)
         targets = check_targets(targets, ids, cfg, xp)
         eps = cfg.layer_norm_epsilon
+        drop = None
+        if dropout:
+            drop = Dropout(dropout, range(ids.shape[0]) if dropout_seeds is None else dropout_seeds)
         # forward, keeping every cache
         x, c_emb = embedding_forward(ids, p["wte"], p["wpe"])
+        x, m_emb = dropout_forward(x, drop)
         caches = []
         for block, layout in zip(p["h"], cfg.layer_layouts()):
-            x, c = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c, eps)
+            x, c = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c, eps, drop)
             caches.append(c)
         h, c_lnf = layernorm_forward(x, p["ln_f"], eps)
         logits = h @ p["wte"].T
@@ -227,7 +233,7 @@ class GPT:
         g_blocks = [None] * cfg.n_layer
         for i in reversed(range(cfg.n_layer)):
             dx, g_blocks[i] = block_backward(dx, caches[i])
-        dwte_emb, dwpe_used = embedding_backward(dx, c_emb)
+        dwte_emb, dwpe_used = embedding_backward(dropout_backward(dx, m_emb), c_emb)
         dwpe = xp.zeros_like(p["wpe"])
         dwpe[:dwpe_used.shape[0]] = dwpe_used
         grads = {"wte": dwte + dwte_emb, "wpe": dwpe, "h": g_blocks, "ln_f": g_lnf}

@@ -11,7 +11,8 @@ bit for bit.
 Command line: ``python -m engine train --help`` (``add_train_arguments`` /
 ``run_train``). The shipped Shakespeare model is trained by::
 
-    OPENBLAS_NUM_THREADS=1 python -m engine train --data shakespeare --out runs/shakespeare --workers 2
+    OPENBLAS_NUM_THREADS=1 python -m engine train --data shakespeare --out runs/shakespeare --workers 2 \
+        --batch-size 8 --dropout 0.1 --steps 7000 --warmup 200
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class TrainConfig:
     warmup: int = 100
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
+    dropout: float = 0.0          # on the embedding output and every residual branch (layers.Dropout)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
@@ -211,9 +213,10 @@ class Trainer:
         """Forward, backward (accumulated over grad_accum micro-batches), clip, AdamW. Returns the loss."""
         tc, model = self.tc, self.model
         acc, loss_sum = None, 0.0
-        for _ in range(tc.grad_accum):
+        seeds = self.dropout_seeds(self.step)
+        for i in range(tc.grad_accum):
             x, y = self.batches.next()
-            loss, g = self._loss_and_grads(x, y)
+            loss, g = self._loss_and_grads(x, y, seeds[i * len(x):(i + 1) * len(x)])
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss} at step {self.step}: it first appears in "
                                        f"{locate_nonfinite(model, x, y)}. Lower the learning rate "
@@ -246,26 +249,39 @@ class Trainer:
         h["tokens"].append(self.tokens_seen())
         return loss
 
-    def _loss_and_grads(self, x, y):
+    def dropout_seeds(self, step: int) -> np.ndarray:
+        """One dropout seed per sequence of the step (batch_size x grad_accum), a function of (seed, step) only.
+
+        Nothing to save in a checkpoint, and the masks do not depend on workers or micro-batching.
+        """
+        tc = self.tc
+        return np.random.SeedSequence([tc.seed, 0xD809, step]).generate_state(tc.batch_size * tc.grad_accum,
+                                                                               dtype=np.uint64)
+
+    def _loss_and_grads(self, x, y, seeds):
         """Mean loss and flat gradients of one micro-batch, split over ``workers`` threads.
 
         NumPy releases the GIL inside BLAS and large ufuncs, so the pieces run in parallel; they are
         combined in a fixed order, weighted by their number of scored targets, so the result does not
         depend on timing.
         """
-        model, w = self.model, min(self.tc.workers, len(x))
+        model, w, p = self.model, min(self.tc.workers, len(x)), self.tc.dropout
+
+        def one(x, y, seeds):
+            return model.loss_and_grads(x, y, dropout=p, dropout_seeds=seeds) if p else model.loss_and_grads(x, y)
+
         if w <= 1:
-            loss, grads = model.loss_and_grads(x, y)
+            loss, grads = one(x, y, seeds)
             return loss, tree_flatten(grads)
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(w)
-        xs, ys = np.array_split(x, w), np.array_split(y, w)
+        xs, ys, ss = np.array_split(x, w), np.array_split(y, w), np.array_split(seeds, w)
         counts = [int((yy >= 0).sum()) for yy in ys]
-        parts = [(xx, yy) for xx, yy, c in zip(xs, ys, counts) if c > 0]
+        parts = [(xx, yy, s) for xx, yy, s, c in zip(xs, ys, ss, counts) if c > 0]
         counts = [c for c in counts if c > 0]
-        results = list(self._pool.map(lambda xy: model.loss_and_grads(*xy), parts))
+        results = list(self._pool.map(lambda a: one(*a), parts))
         total = sum(counts)
         loss = sum(r[0] * c for r, c in zip(results, counts)) / total
         acc = None
@@ -405,7 +421,7 @@ def prepare_data(data, vocab_size: int, out_dir=None, enc=None, download: bool =
 
 
 # ---------------------------------------------------------------------- command line
-DEFAULT_STEPS = 2800  # the shipped Shakespeare model's run
+DEFAULT_STEPS = 2800  # default length of a run (the shipped model used --steps 7000: see its model card)
 
 
 def add_train_arguments(p):
@@ -430,6 +446,8 @@ def add_train_arguments(p):
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    p.add_argument("--dropout", type=float, default=TrainConfig.dropout,
+                   help="dropout on the embedding and residual branches while training (0 = none)")
     p.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip)
     p.add_argument("--eval-interval", type=int, default=TrainConfig.eval_interval)
     p.add_argument("--eval-windows", type=int, default=48)
@@ -456,7 +474,7 @@ def run_train(args) -> Trainer:
     out.mkdir(parents=True, exist_ok=True)
     tc = TrainConfig(batch_size=args.batch_size, grad_accum=args.grad_accum,
                      max_steps=DEFAULT_STEPS if args.steps is None else args.steps, lr=args.lr,
-                     warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                     warmup=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_windows=args.eval_windows,
                      ckpt_interval=args.ckpt_interval, seed=args.seed, workers=args.workers,
                      max_minutes=args.max_minutes)

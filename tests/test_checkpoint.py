@@ -28,23 +28,23 @@ def book():
     return enc, encode_texts(enc, train), encode_texts(enc, val)
 
 
-def make_trainer(book, out, steps=8, workers=1):
+def make_trainer(book, out, steps=8, workers=1, dropout=0.0):
     enc, tr, va = book
     model = GPT(GPTConfig.preset("course-tiny"), seed=0)
     tc = TrainConfig(batch_size=4, max_steps=steps, lr=3e-3, warmup=2, eval_interval=3, eval_windows=4,
-                     ckpt_interval=3, workers=workers, seed=5)
+                     ckpt_interval=3, workers=workers, seed=5, dropout=dropout)
     return Trainer(model, tr, va, tc, out_dir=out, enc=enc)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_resume_equals_uninterrupted(book, tmp_path, workers):
-    straight = make_trainer(book, tmp_path / "a", workers=workers)
+@pytest.mark.parametrize("workers,dropout", [(1, 0.0), (2, 0.0), (2, 0.1)])
+def test_resume_equals_uninterrupted(book, tmp_path, workers, dropout):
+    straight = make_trainer(book, tmp_path / "a", workers=workers, dropout=dropout)
     straight.run(progress=False)
 
-    first = make_trainer(book, tmp_path / "b", workers=workers)
+    first = make_trainer(book, tmp_path / "b", workers=workers, dropout=dropout)
     first.run(progress=False, stop_at=4)  # "interrupted" after step 4 (checkpoint written on stop)
     first.save("ckpt")
-    second = make_trainer(book, tmp_path / "b", workers=workers)
+    second = make_trainer(book, tmp_path / "b", workers=workers, dropout=dropout)
     second.load(tmp_path / "b" / "ckpt")
     assert second.step == 4
     second.run(progress=False)

@@ -171,3 +171,52 @@ def test_float32_grads_close_to_float64():
         b = tree_flatten(g32)[k]
         assert b.dtype == np.float32
         assert np.abs(a - b).max() <= 1e-4 * max(np.abs(a).max(), 1e-3), k
+
+
+@pytest.mark.parametrize("attention", ["dense", ("dense", "banded")], ids=str)
+def test_finite_differences_with_dropout(attention):
+    """With the masks fixed by their seeds, the loss is a smooth function of the weights: check its gradient."""
+    cfg = tiny(attention)
+    m = GPT(cfg, dtype="float64", seed=3)
+    randomize(m)
+    x, y = batch(cfg)
+    seeds = [11, 12]
+    loss, grads = m.loss_and_grads(x, y, dropout=0.3, dropout_seeds=seeds)
+    assert abs(loss - m.loss(x, y)) > 1e-3  # dropout changed the function
+    assert m.loss_and_grads(x, y, dropout=0.3, dropout_seeds=seeds)[0] == loss  # same seeds, same masks
+
+    def f():
+        return m.loss_and_grads(x, y, dropout=0.3, dropout_seeds=seeds)[0]
+
+    flat, gflat = tree_flatten(m.params), tree_flatten(grads)
+    rng = np.random.default_rng(8)
+    h = 1e-6
+    for name in ["wte", "wpe", "h.0.attn.c_attn.w", "h.0.mlp.c_proj.b", "h.1.ln_2.g", "ln_f.b"]:
+        p, g = flat[name], gflat[name]
+        idx = list(np.ndindex(p.shape))
+        for i in [idx[j] for j in rng.choice(len(idx), size=min(5, len(idx)), replace=False)]:
+            old = p[i]
+            p[i] = old + h
+            lp = f()
+            p[i] = old - h
+            lm = f()
+            p[i] = old
+            num = (lp - lm) / (2 * h)
+            assert abs(num - g[i]) <= 1e-6 * max(1.0, abs(num)), (name, i, num, g[i])
+
+
+def test_dropout_masks():
+    from engine.layers import Dropout, dropout_forward
+
+    x = np.ones((4, 64, 32), dtype=np.float32)
+    y, mask = dropout_forward(x, Dropout(0.25, [1, 2, 3, 4]))
+    assert y.dtype == np.float32 and y.shape == x.shape
+    dropped = float((y == 0).mean())
+    assert 0.22 < dropped < 0.28
+    np.testing.assert_allclose(y[y != 0], 1 / 0.75, rtol=1e-6)  # survivors scaled: same expectation
+    # a row's mask depends only on its own seed, not on the rest of the batch
+    y2, _ = dropout_forward(x[:2], Dropout(0.25, [3, 4]))
+    np.testing.assert_array_equal(y2, y[2:])
+    assert dropout_forward(x, None)[0] is x
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(1.0, [0])

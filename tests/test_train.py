@@ -51,13 +51,14 @@ def test_overfits_a_single_batch():
     assert losses[0] > 5.5 and losses[-1] < 0.05, losses[::50]
 
 
-def test_workers_and_grad_accum_give_the_same_step(book):
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_workers_and_grad_accum_give_the_same_step(book, dropout):
     _, tr, va = book
     results = []
     for workers, accum, bs in [(1, 1, 8), (2, 1, 8), (3, 1, 8), (1, 2, 4)]:
         model = GPT(tiny_cfg(), seed=2, dtype="float64")  # float64: Adam's m/sqrt(v) amplifies rounding
         tc = TrainConfig(batch_size=bs, grad_accum=accum, workers=workers, max_steps=3, warmup=1, eval_interval=0,
-                         ckpt_interval=0)
+                         ckpt_interval=0, dropout=dropout)
         t = Trainer(model, tr, None, tc)
         if accum == 2:  # same 8 sequences, drawn as two batches of 4
             t.batches.batch_size = 8
@@ -68,6 +69,12 @@ def test_workers_and_grad_accum_give_the_same_step(book):
         else:
             t.train_step()
         results.append((t.history["loss"][0], tree_flatten(model.params)))
+    if dropout:  # the masks really were drawn: the loss differs from the same step without dropout
+        model = GPT(tiny_cfg(), seed=2, dtype="float64")
+        plain = Trainer(model, tr, None, TrainConfig(batch_size=8, max_steps=3, warmup=1, eval_interval=0,
+                                                     ckpt_interval=0))
+        plain.train_step()
+        assert abs(plain.history["loss"][0] - results[0][0]) > 1e-5  # float64: rounding is ~1e-15
     ref_loss, ref = results[0]
     for loss, params in results[1:]:
         assert loss == pytest.approx(ref_loss, rel=1e-12)
