@@ -186,6 +186,14 @@ def nats_to_bpb(nats_per_token: float, bytes_per_token: float) -> float:
     return nats_per_token / math.log(2) / bytes_per_token
 
 
+def _dropout_line(p: float) -> str:
+    if not p:
+        return ""
+    return (f"Dropout {p:g} on the embedding output and on both residual branches of every block while training\n"
+            "(GPT-3's paper does not list it; this corpus is small, and the model sees it many times), so the\n"
+            "training losses below are measured with dropout on.\n")
+
+
 def write_model_card(m: dict, path: Path) -> None:
     """MODEL_CARD.md from the metrics of ``export``."""
     c, t = m["config"], m["train"]
@@ -225,7 +233,7 @@ AdamW as in GPT-3 (Brown et al. 2020, Appendix B): beta1 0.9, beta2 0.95, eps 1e
 {t["weight_decay"]} on matrices (embeddings included) but not on biases or LayerNorm, gradient norm clipped
 at {t["grad_clip"]}, linear warm-up over {t["warmup"]} steps to {t["lr"]:g}, cosine decay to 10%.
 Batches of {t["batch_size"]} random windows of {c["n_ctx"]} tokens ({t["batch_size"] * c["n_ctx"]:,} tokens per step).
-The weights shipped are those of step {m["step"]} ({m["which"]}), after
+{_dropout_line(t.get("dropout", 0.0))}The weights shipped are those of step {m["step"]} ({m["which"]}), after
 {m["tokens_seen"]:,} tokens seen ({m["tokens_seen"] / m["train_tokens"]:.1f} passes over the training text).
 
 - Command: {m["command"]}
@@ -255,7 +263,7 @@ This {verdict}. For scale, count-based models over the same tokens, fitted on th
 
 ## Limitations
 
-Trained on about {m["tokens_seen"] / 1e6:.1f} million tokens on a shared CPU, so it is far from converged:
+Trained on about {m["tokens_seen"] / 1e6:.1f} million tokens on two CPU cores, so it is far from converged:
 it repeats itself, loses track of who is speaking, and invents words. It has seen only early modern
 English verse and prose, and will continue anything in that style. Not for any use beyond learning how
 these models work.

@@ -119,3 +119,13 @@ def test_metrics_json_is_valid(metrics):
     json.dumps(metrics)
     assert metrics["tokens_seen"] > 1e6 and metrics["wall_time_s"] > 0
     assert set(metrics["held_out_plays"]).isdisjoint(metrics["train_works"])
+
+
+def test_readme_quotes_the_model_card(metrics):
+    """The README's description of the shipped run is written by hand: keep it in step with the card."""
+    readme = (pretrained.asset_dir().parents[2] / "README.md").read_text()
+    assert f"{metrics['val_loss_nats_per_token']:.3f} nats/token" in readme
+    assert f"= {metrics['val_bits_per_byte']:.3f} bits per byte" in readme
+    assert f"{metrics['tokens_seen'] / 1e6:.1f}M tokens" in readme
+    assert f"--steps {metrics['train']['max_steps']}" in readme
+    assert f"--dropout {metrics['train']['dropout']:g}" in readme
