@@ -109,31 +109,64 @@ def masked_attention_backward(dout, cache):
     return dq, dk, dv
 
 
-def dense_attention_forward(q, k, v, block: int | None = None):
+def dense_attention_forward(q, k, v, block: int | None = None, for_backward: bool = True):
     """Causal attention over all earlier positions. q, k, v: (B, H, T, D) -> out (B, H, T, D).
 
     Queries go in blocks of ``block`` rows and block n scores only keys 0 .. its last row:
     the scores above the diagonal, which the causal mask would zero, are never computed,
     roughly halving the work. The probabilities land in a zeroed (B, H, T, T) array, so
     the cache is exactly the full causal softmax that ``masked_attention_backward`` expects.
+    With ``for_backward=False`` (inference) nothing is kept: see ``_dense_attention_inference``.
     """
     xp = array_module(q)
     B, H, T, D = q.shape
     scale = 1.0 / math.sqrt(D)
     qs = q * q.dtype.type(scale)
-    kT = k.swapaxes(-1, -2)
-    p = xp.zeros((B, H, T, T), dtype=q.dtype)
     out = xp.empty_like(q)
     b = min(block, T) if block else kernels.causal_block(xp, T)
     diag = _bias(("dense", b), xp, q.dtype, lambda: attention_mask("dense", b))  # the diagonal tile's mask
-    for r0 in range(0, T, b):
-        r1 = min(T, r0 + b)
-        s = p[:, :, r0:r1, :r1]  # a view: scores are written straight into the cache
-        kernels.bmm(qs[:, :, r0:r1], kT[:, :, :, :r1], out=s)
-        s[..., r0:r1] += diag[:r1 - r0, :r1 - r0]
-        _softmax_(s, xp)
-        kernels.bmm(s, v[:, :, :r1], out=out[:, :, r0:r1])
+    if not for_backward:
+        _dense_attention_inference(qs, k, v, out, b, diag)
+        return out, None
+    p = xp.zeros((B, H, T, T), dtype=q.dtype)
+
+    def heads(qs, k, v, p, out):  # some of the (batch, head) pairs; all of them on one thread
+        kT = k.swapaxes(-1, -2)
+        for r0 in range(0, T, b):
+            r1 = min(T, r0 + b)
+            s = p[..., r0:r1, :r1]  # a view: scores are written straight into the cache
+            kernels.bmm(qs[..., r0:r1, :], kT[..., :r1], out=s)
+            s[..., r0:r1] += diag[:r1 - r0, :r1 - r0]
+            _softmax_(s, xp)
+            kernels.bmm(s, v[..., :r1, :], out=out[..., r0:r1, :])
+
+    kernels.parallel(heads, qs, k, v, p, out, blas=True, axes=2)  # (batch, head) pairs across cores
     return out, (q, k, v, p, scale)
+
+
+def _dense_attention_inference(qs, k, v, out, b, diag):
+    """The same tiles without a backward pass to serve: each thread scores one tile at a time in a
+    small contiguous buffer, and leaves the softmax unnormalised until after the product with v,
+    dividing the (b, D) output rows instead of the (b, T) probabilities: one pass fewer over the
+    scores, and no (B, H, T, T) array. qs: (B, H, T, D) already scaled by 1/sqrt(D); writes ``out``."""
+    xp = array_module(qs)
+    T = qs.shape[-2]
+
+    def heads(qs, k, v, out):
+        lead = qs.shape[:-2]
+        buf = xp.empty(math.prod(lead) * b * T, dtype=qs.dtype)
+        kT = k.swapaxes(-1, -2)
+        for r0 in range(0, T, b):
+            r1 = min(T, r0 + b)
+            s = buf[:math.prod(lead) * (r1 - r0) * r1].reshape(*lead, r1 - r0, r1)
+            kernels.bmm(qs[..., r0:r1, :], kT[..., :r1], out=s)
+            s[..., r0:r1] += diag[:r1 - r0, :r1 - r0]
+            total = kernels.exp_rows_(s)  # exp(s - row max), and the row sums
+            o = out[..., r0:r1, :]
+            kernels.bmm(s, v[..., :r1, :], out=o)
+            o /= total
+
+    kernels.parallel(heads, qs, k, v, out, blas=True, axes=2)
 
 
 dense_attention_backward = masked_attention_backward
@@ -301,10 +334,14 @@ def gathered_attention_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------- dispatch
-def attention_forward(q, k, v, kind: str = "dense", window: int = 256, stride: int = 32, c: int = 8):
-    """Causal self-attention in any layout. q, k, v: (B, H, T, D) -> (out (B, H, T, D), cache)."""
+def attention_forward(q, k, v, kind: str = "dense", window: int = 256, stride: int = 32, c: int = 8,
+                      for_backward: bool = True):
+    """Causal self-attention in any layout. q, k, v: (B, H, T, D) -> (out (B, H, T, D), cache).
+
+    ``for_backward=False``: no backward pass will follow (inference), so the dense layout keeps no
+    probabilities (its cache is None) and takes a faster path."""
     if kind == "dense":
-        out, cache = dense_attention_forward(q, k, v)
+        out, cache = dense_attention_forward(q, k, v, for_backward=for_backward)
     elif kind == "banded":
         out, cache = banded_attention_forward(q, k, v, window)
     elif kind in ("strided", "fixed"):

@@ -124,7 +124,7 @@ def forward_cached(model, ids, cache: KVCache):
         cache.k[i, :, :, t0:t0 + Tn] = k
         cache.v[i, :, :, t0:t0 + Tn] = v
         if t0 == 0:  # prefill: the layout's own (sparse where it can be) attention
-            a, _ = attention_forward(q, k, v, layout, cfg.window, cfg.stride, cfg.fixed_c)
+            a, _ = attention_forward(q, k, v, layout, cfg.window, cfg.stride, cfg.fixed_c, for_backward=False)
         else:
             a = cached_attention(q, cache.k[i], cache.v[i], t0, layout, cfg.window, cfg.stride, cfg.fixed_c)
         y, _ = linear_forward(merge_heads(a), block["attn"]["c_proj"])

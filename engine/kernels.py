@@ -9,16 +9,20 @@ The choice is made here, from the array's module, so the model code has no
 ``if cupy:`` branches. Half-precision inputs are computed in float32 inside
 the kernels; float64 in double.
 
-On NumPy, large element-wise passes are also cut into pieces along a leading
-axis and run on ``get_num_threads()`` threads (NumPy releases the GIL inside
-its loops): the BLAS already uses every core for the matrix products, and
-without this the exponentials of attention and GELU's tanh ran on one.
+On NumPy, large passes are also cut into pieces along a leading axis and run on
+``get_num_threads()`` threads (NumPy releases the GIL inside its loops and the
+BLAS): the element-wise passes, the rows of the linear layers and the heads of
+attention. While pieces that call the BLAS run, the BLAS is set to one thread,
+so the engine, not the BLAS, decides how the cores are shared; a multi-threaded
+BLAS left to itself keeps its worker threads spinning after every call, and they
+would take a core from whatever runs next.
 """
 from __future__ import annotations
 
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -123,37 +127,71 @@ def _pool(n: int):
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL._max_workers < n:
-            from concurrent.futures import ThreadPoolExecutor
-
             _POOL = ThreadPoolExecutor(n, thread_name_prefix="engine-kernels")
         return _POOL
 
 
-def parallel(fn, *arrays) -> None:
+_BUSY = False  # the main thread is inside ``parallel``: a nested call runs inline
+_BLAS = None  # threadpoolctl controllers of the BLAS libraries loaded (found on first use)
+
+
+def _blas_controllers() -> list:
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        except Exception:  # no threadpoolctl, or a BLAS it cannot drive: pieces stay serial
+            _BLAS = []
+    return _BLAS
+
+
+def parallel(fn, *arrays, blas: bool = False, axes: int | None = None) -> None:
     """Run ``fn(*pieces)`` on pieces of ``arrays`` cut along one leading axis (never the last), in threads.
 
     The arrays share their leading shape; ``fn`` writes its results into them (or into views of
     arrays it closes over, cut the same way). Every element is computed by the same code whatever
     the cut, so the result is identical to ``fn(*arrays)``. Runs inline when small, single-threaded,
-    or called from a thread other than the main one (the trainer's workers already fill the cores).
+    not on NumPy, nested in another ``parallel``, or called from a thread other than the main one
+    (the trainer's workers already fill the cores).
+
+    ``axes``: cut only along one of the first ``axes`` axes (2: batch or head, when the other axes
+    must stay whole). ``blas=True``: ``fn`` makes many small matrix products (attention, head by
+    head), which a multi-threaded BLAS runs poorly (it splits each small matrix and synchronises its
+    threads every call); the BLAS is then set to one thread while the pieces run, so the cores go
+    to the pieces instead.
     """
+    global _BUSY
     a = arrays[0]
-    if a.size < MIN_PARALLEL:  # the common case in generation: one token at a time
+    if a.size < MIN_PARALLEL or not isinstance(a, np.ndarray):  # generation: one token at a time
         fn(*arrays)
         return
     n = get_num_threads()
-    axis = next((i for i, d in enumerate(a.shape[:-1]) if d >= n), None)
-    if (n <= 1 or axis is None
+    axis = next((i for i, d in enumerate(a.shape[:-1][:axes]) if d >= n), None)
+    if (n <= 1 or axis is None or _BUSY or (blas and not _blas_controllers())
             or threading.current_thread() is not threading.main_thread()):
         fn(*arrays)
         return
     edges = np.linspace(0, a.shape[axis], n + 1).astype(int)
     pieces = [tuple(x[(slice(None),) * axis + (slice(lo, hi),)] for x in arrays)
               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-    futures = [_pool(n).submit(fn, *piece) for piece in pieces[1:]]
-    fn(*pieces[0])
-    for f in futures:
-        f.result()
+    saved = [(c, c.num_threads) for c in _blas_controllers()] if blas else []
+    _BUSY = True
+    try:
+        for c, _ in saved:
+            c.set_num_threads(1)
+        futures = [_pool(n).submit(fn, *piece) for piece in pieces[1:]]
+        try:
+            fn(*pieces[0])
+        finally:
+            wait(futures)  # every piece has stopped before the BLAS gets its threads back
+        for f in futures:
+            f.result()  # re-raises a piece's exception
+    finally:
+        for c, k in saved:
+            c.set_num_threads(k)
+        _BUSY = False
 
 
 # ---------------------------------------------------------------------- batched matrix products
@@ -177,6 +215,27 @@ def bmm(a, b, out=None):
     return out
 
 
+def linear(x, w, b=None):
+    """x @ w (+ b), as one 2-D product. x: (N, C_in); w: (C_in, C_out) (may be a transposed view); b: (C_out,).
+
+    On NumPy the rows are cut across ``get_num_threads()`` threads, each running the BLAS on one
+    thread, and the bias is added by the thread that computed the rows (while they are in cache).
+    Letting the BLAS thread one big product instead costs more than it looks: after each call its
+    worker threads spin for a while, and take a core from the element-wise passes and the attention
+    that come next. Rows do not depend on each other, so the cut does not change the arithmetic.
+    """
+    xp = array_module(x)
+    y = xp.empty((x.shape[0], w.shape[1]), dtype=xp.result_type(x, w))
+
+    def rows(x, y):
+        xp.matmul(x, w, out=y)
+        if b is not None:
+            y += b
+
+    parallel(rows, x, y, blas=True)
+    return y
+
+
 def causal_block(xp, T: int) -> int:
     """Query-block size for causal attention: small tiles on the CPU (half the work, cache-sized
     scores); one tile on a GPU, where every extra tile is more kernel launches."""
@@ -192,16 +251,20 @@ def gelu(x):
     dt = x.dtype.type
     out, t = xp.empty_like(x), xp.empty_like(x)
 
+    # 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)): NumPy's exp is vectorised and about twice as fast
+    # as its tanh here, so go through exp and recover t = tanh(u) = 2 / (1 + exp(-2u)) - 1.
     def piece(x, out, t):
-        xp.multiply(x, dt(GELU_A), out=t)  # the same order of operations as the one-line formula
-        t *= x
-        t *= x
-        t += x
-        t *= dt(GELU_C)
-        xp.tanh(t, out=t)
-        xp.add(t, dt(1.0), out=out)
-        out *= x
-        out *= dt(0.5)  # exact: a power of two
+        xp.multiply(x, x, out=t)
+        t *= dt(GELU_A)
+        t += dt(1.0)
+        t *= x  # x + a x^3
+        t *= dt(-2.0 * GELU_C)  # -2u
+        with np.errstate(over="ignore"):  # exp -> inf for very negative x: GELU -> -0, t -> -1, both right
+            xp.exp(t, out=t)
+        t += dt(1.0)
+        xp.divide(x, t, out=out)
+        xp.divide(dt(2.0), t, out=t)
+        t -= dt(1.0)
 
     parallel(piece, x, out, t)
     return out, t
@@ -250,3 +313,18 @@ def softmax_(s):
 
     parallel(piece, s)
     return s
+
+
+def exp_rows_(s):
+    """s <- exp(s - row max) in place (s may be a strided view); returns the row sums (..., 1).
+
+    A softmax left unnormalised, for callers that divide something smaller than s afterwards.
+    Single-threaded: it runs inside a ``parallel`` piece."""
+    xp = array_module(s)
+    m = s.max(axis=-1, keepdims=True)
+    if _is_cupy(xp):
+        _cupy_kernel("exp_sub", s.dtype)(m, s)
+    else:
+        s -= m
+        xp.exp(s, out=s)
+    return s.sum(axis=-1, keepdims=True, dtype=_stat_dtype(xp, s.dtype))

@@ -44,14 +44,13 @@ def linear_forward(x, p):
     """x @ w + b. x: (..., C_in); p: {"w": (C_in, C_out), "b": (C_out,)} -> (..., C_out)"""
     w = p["w"]
     # one 2-D product over all positions (B*T rows): a single GEMM on every backend
-    y = (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
-    y += p["b"]  # in place: no second (..., C_out) array
-    return y, (x, w)
+    y = kernels.linear(x.reshape(-1, x.shape[-1]), w, p["b"])  # x @ w + b, rows split across cores
+    return y.reshape(*x.shape[:-1], w.shape[-1]), (x, w)
 
 
 def unembed(x, wte):
     """Logits with the tied embedding: x @ wte.T as one 2-D product. x: (..., C); wte: (V, C) -> (..., V)"""
-    return (x.reshape(-1, x.shape[-1]) @ wte.T).reshape(*x.shape[:-1], wte.shape[0])
+    return kernels.linear(x.reshape(-1, x.shape[-1]), wte.T).reshape(*x.shape[:-1], wte.shape[0])
 
 
 def linear_backward(dy, cache):
@@ -91,14 +90,15 @@ def merge_heads(x):
 
 
 # ---------------------------------------------------------------------- attention sub-block
-def self_attention_forward(x, p, n_head, layout="dense", window=256, stride=32, c=8):
+def self_attention_forward(x, p, n_head, layout="dense", window=256, stride=32, c=8, for_backward=True):
     """Multi-head causal self-attention: project to q, k, v, attend per head, merge, project.
 
-    x: (B, T, C); p: {"c_attn": {w (C, 3C), b}, "c_proj": {w (C, C), b}} -> (B, T, C)
+    x: (B, T, C); p: {"c_attn": {w (C, 3C), b}, "c_proj": {w (C, C), b}} -> (B, T, C).
+    ``for_backward=False``: inference, the attention keeps no probabilities for a backward pass.
     """
     qkv, c_attn = linear_forward(x, p["c_attn"])
     q, k, v = (split_heads(t, n_head) for t in array_module(qkv).split(qkv, 3, axis=-1))
-    a, c_att = attention_forward(q, k, v, layout, window, stride, c)
+    a, c_att = attention_forward(q, k, v, layout, window, stride, c, for_backward)
     y, c_proj = linear_forward(merge_heads(a), p["c_proj"])
     return y, (c_attn, c_att, c_proj, n_head)
 
@@ -168,13 +168,15 @@ def dropout_backward(dy, mask):
 
 
 # ---------------------------------------------------------------------- decoder block
-def block_forward(x, p, n_head, layout="dense", window=256, stride=32, c=8, eps=1e-5, drop=None):
+def block_forward(x, p, n_head, layout="dense", window=256, stride=32, c=8, eps=1e-5, drop=None,
+                  for_backward=True):
     """One pre-LayerNorm decoder block: x + attn(ln_1(x)), then + mlp(ln_2(x)). (B, T, C) -> (B, T, C)
 
     ``drop``: a ``Dropout`` while training (applied to each branch before it is added), else None.
+    ``for_backward=False``: inference; the returned cache cannot be used by ``block_backward``.
     """
     h, c_ln1 = layernorm_forward(x, p["ln_1"], eps)
-    a, c_attn = self_attention_forward(h, p["attn"], n_head, layout, window, stride, c)
+    a, c_attn = self_attention_forward(h, p["attn"], n_head, layout, window, stride, c, for_backward)
     a, m_attn = dropout_forward(a, drop)
     x = x + a
     h, c_ln2 = layernorm_forward(x, p["ln_2"], eps)

@@ -27,7 +27,7 @@ def gpt_forward(params, ids, cfg: GPTConfig):
     x, _ = embedding_forward(ids, params["wte"], params["wpe"])
     for block, layout in zip(params["h"], cfg.layer_layouts()):
         x, _ = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c,
-                             cfg.layer_norm_epsilon)
+                             cfg.layer_norm_epsilon, for_backward=False)
     x, _ = layernorm_forward(x, params["ln_f"], cfg.layer_norm_epsilon)
     return unembed(x, params["wte"])  # x @ wte.T
 
@@ -178,7 +178,7 @@ class GPT:
                 q, k, _ = (split_heads(t, cfg.n_head) for t in self.xp.split(qkv, 3, axis=-1))
                 attentions.append(attention_probs(q, k, layout, cfg.window, cfg.stride, cfg.fixed_c))
             x, _ = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c,
-                                 cfg.layer_norm_epsilon)
+                                 cfg.layer_norm_epsilon, for_backward=False)
             residuals.append(x)
         h, _ = layernorm_forward(x, p["ln_f"], cfg.layer_norm_epsilon)
         logits = h @ p["wte"].T

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from engine.attention import (attention_forward, attention_mask, attention_probs, banded_attention_forward,
-                              cached_attention, gathered_attention_forward, sparse_index)
+                              cached_attention, dense_attention_forward, gathered_attention_forward,
+                              masked_attention_forward, sparse_index)
 
 
 # ---------------------------------------------------------------------- the reference
@@ -238,3 +239,85 @@ def test_parallel_splits_the_work_and_checks_its_argument():
     assert sorted(seen) == [((1, 1 << 16), False)] * 3 + [((1, 1 << 16), True)]  # four pieces, three off the main thread
     with pytest.raises(ValueError, match="positive integer"):
         kernels.set_num_threads(0)
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 300, 64), (3, 2, 257, 16), (1, 1, 1100, 64)])
+def test_dense_attention_split_by_head_across_threads(shape):
+    """Heads on separate threads (BLAS set to one thread meanwhile) give the same attention and cache."""
+    from threadpoolctl import threadpool_info
+
+    from engine import kernels
+
+    rng = np.random.default_rng(sum(shape))
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    try:
+        kernels.set_num_threads(1)
+        one, (_, _, _, p1, _) = dense_attention_forward(q, k, v)
+        kernels.set_num_threads(3)
+        many, (_, _, _, p3, _) = dense_attention_forward(q, k, v)
+    finally:
+        kernels.set_num_threads(None)
+    np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p3, p1, rtol=1e-5, atol=1e-7)
+    ref, _ = masked_attention_forward(q, k, v, np.where(attention_mask("dense", shape[2]), 0, -np.inf))
+    np.testing.assert_allclose(many, ref, rtol=1e-4, atol=1e-5)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
+
+
+def test_parallel_blas_mode_keeps_axes_whole_and_nests_inline():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from engine import kernels
+
+    seen = []
+
+    def piece(a):
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        seen.append((a.shape, blas, threading.current_thread() is threading.main_thread()))
+        kernels.parallel(lambda b: seen.append(("inner", b.shape)), a)  # nested: must not split again
+        a += 1
+
+    a = np.zeros((1, 2, 1 << 17, 2), dtype=np.float32)
+    try:
+        kernels.set_num_threads(2)
+        kernels.parallel(piece, a, blas=True, axes=2)  # may cut axis 1, never the long axis 2
+        first, seen[:] = list(seen), []
+        kernels.parallel(piece, a[:, :1], blas=True, axes=2)  # nothing to cut within the first two axes
+    finally:
+        kernels.set_num_threads(None)
+    assert (a[:, 0] == 2).all() and (a[:, 1] == 1).all()
+    outer = [s for s in first if s[0] != "inner"]
+    assert sorted(s[0] for s in outer) == [(1, 1, 1 << 17, 2)] * 2
+    assert sorted(s[2] for s in outer) == [False, True]  # one piece on the main thread, one off it
+    assert all(s[1] and set(s[1]) == {1} for s in outer)  # BLAS single-threaded inside the pieces
+    assert [s for s in first if s[0] == "inner"] == [("inner", (1, 1, 1 << 17, 2))] * 2  # nested: whole
+    assert seen[0][0] == (1, 1, 1 << 17, 2) and seen[0][2]  # the second call ran inline on the main thread
+
+
+@pytest.mark.parametrize("dtype,threads,block", [(np.float64, 1, None), (np.float32, 2, None),
+                                                 (np.float32, 3, 48), (np.float16, 2, 100)])
+def test_dense_attention_inference_path_equals_training_path(dtype, threads, block):
+    """for_backward=False (scores tile by tile in a small buffer, output rows normalised after the
+    product with v) gives the training path's output, which is checked against the explicit mask."""
+    from engine import kernels
+
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 6, 333, 32)).astype(dtype) for _ in range(3))
+    try:
+        kernels.set_num_threads(threads)
+        train, cache = dense_attention_forward(q, k, v, block=block)
+        infer, none = dense_attention_forward(q, k, v, block=block, for_backward=False)
+    finally:
+        kernels.set_num_threads(None)
+    assert cache is not None and none is None
+    assert infer.dtype == dtype and infer.shape == q.shape
+    tol = {np.float64: 1e-12, np.float32: 2e-6, np.float16: 2e-3}[dtype]
+    np.testing.assert_allclose(infer.astype(np.float64), train.astype(np.float64), rtol=tol, atol=tol)
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    ref, _ = masked_attention_forward(q64, k64, v64, np.where(attention_mask("dense", 333), 0, -np.inf))
+    np.testing.assert_allclose(infer.astype(np.float64), ref, rtol=10 * tol, atol=10 * tol)
+    out, (kind, c) = attention_forward(q, k, v, "dense", for_backward=False)
+    assert kind == "dense" and c is None

@@ -270,7 +270,7 @@ if not isinstance(probe, np.ndarray) or probe.shape != (1, 2, 32):
     print("Not yet: write `block` above (it should return an array shaped like x).")
 else:
     own = engine_model.block_forward
-    engine_model.block_forward = lambda x, p, n_head, *rest: (block(x, p, n_head), None)
+    engine_model.block_forward = lambda x, p, n_head, *rest, **options: (block(x, p, n_head), None)
     try:
         yours = gpt.forward(ids)
     finally:

@@ -293,7 +293,7 @@ def _(f):
 
     calls = []
 
-    def learner_block(x, p, n_head, *layout_args):
+    def learner_block(x, p, n_head, *layout_args, **options):
         calls.append(1)
         y = call(f, x, p, n_head, name="block", arg_names=["x", "p", "n_head"])
         return as_array(y, f"block(x {x.shape}, p, n_head={n_head}) inside the engine", x.shape), None
