@@ -321,3 +321,24 @@ def test_dense_attention_inference_path_equals_training_path(dtype, threads, blo
     np.testing.assert_allclose(infer.astype(np.float64), ref, rtol=10 * tol, atol=10 * tol)
     out, (kind, c) = attention_forward(q, k, v, "dense", for_backward=False)
     assert kind == "dense" and c is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_rows_split_across_threads(dtype):
+    """kernels.linear: x @ w + b with the rows on several threads, also for a transposed weight view."""
+    from engine import kernels
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1000, 160)).astype(dtype)
+    w = rng.standard_normal((160, 96)).astype(dtype)
+    b = rng.standard_normal(96).astype(dtype)
+    try:
+        kernels.set_num_threads(3)
+        y = kernels.linear(x, w, b)
+        yt = kernels.linear(x, np.ascontiguousarray(w.T).T)  # an F-ordered view, as wte.T is
+    finally:
+        kernels.set_num_threads(None)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, x @ w + b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(yt, x @ w, rtol=tol, atol=tol)
+    assert y.dtype == dtype and y.shape == (1000, 96)
