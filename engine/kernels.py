@@ -299,26 +299,18 @@ def layernorm(x, g, b, eps: float):
 # ---------------------------------------------------------------------- softmax
 def softmax_(s):
     """Row softmax over the last axis, in place (s may be a strided view). Returns s."""
-    xp = array_module(s)
-    if _is_cupy(xp):
-        m = s.max(axis=-1, keepdims=True)
-        _cupy_kernel("exp_sub", s.dtype)(m, s)
-        s /= s.sum(axis=-1, keepdims=True, dtype=_stat_dtype(xp, s.dtype))
-        return s
 
     def piece(s):
-        s -= s.max(axis=-1, keepdims=True)
-        xp.exp(s, out=s)
-        s /= s.sum(axis=-1, keepdims=True)
+        s /= exp_rows_(s)
 
-    parallel(piece, s)
+    parallel(piece, s)  # inline on CuPy, where exp_rows_ is one fused kernel plus the reductions
     return s
 
 
 def exp_rows_(s):
     """s <- exp(s - row max) in place (s may be a strided view); returns the row sums (..., 1).
 
-    A softmax left unnormalised, for callers that divide something smaller than s afterwards.
+    ``softmax_`` divides s by them; dense inference attention divides its (smaller) output instead.
     Single-threaded: it runs inside a ``parallel`` piece."""
     xp = array_module(s)
     m = s.max(axis=-1, keepdims=True)
