@@ -268,7 +268,7 @@ class Trainer:
         model, w, p = self.model, min(self.tc.workers, len(x)), self.tc.dropout
 
         def one(x, y, seeds):
-            return model.loss_and_grads(x, y, dropout=p, dropout_seeds=seeds)  # seeds unused when p == 0
+            return model.loss_and_grads(x, y, dropout=p, dropout_seeds=seeds) if p else model.loss_and_grads(x, y)
 
         if w <= 1:
             loss, grads = one(x, y, seeds)
