@@ -99,9 +99,13 @@ class GPTConfig:
         key = name.lower()
         if key not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-        return dataclasses.replace(PRESETS[key], **overrides)
+        return PRESETS[key].replace(**overrides)
 
     def replace(self, **changes) -> "GPTConfig":
+        """A copy with some fields changed. A new ``d_model`` brings a new ``d_ff`` = 4 * d_model
+        when this config has the standard ratio and ``d_ff`` is not given too."""
+        if "d_model" in changes and "d_ff" not in changes and self.d_ff == 4 * self.d_model:
+            changes = {**changes, "d_ff": None}
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

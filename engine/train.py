@@ -430,6 +430,7 @@ def add_train_arguments(p):
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-head", type=int)
     p.add_argument("--d-model", type=int)
+    p.add_argument("--d-ff", type=int, help="MLP hidden width (default 4 x d_model)")
     p.add_argument("--n-ctx", type=int)
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--attention", help="dense, banded, strided, fixed or alternating")
@@ -462,7 +463,7 @@ def add_train_arguments(p):
 
 def config_from_args(args) -> GPTConfig:
     over = {k: getattr(args, a) for k, a in (("n_layer", "n_layer"), ("n_head", "n_head"), ("d_model", "d_model"),
-                                              ("n_ctx", "n_ctx"), ("vocab_size", "vocab_size"),
+                                              ("d_ff", "d_ff"), ("n_ctx", "n_ctx"), ("vocab_size", "vocab_size"),
                                               ("attention", "attention"), ("window", "window"))
             if getattr(args, a, None) is not None}
     return GPTConfig.preset(args.preset, **over)

@@ -161,3 +161,23 @@ def test_presets_and_dict_roundtrip():
         .layer_layouts() == ("fixed", "dense")
     with pytest.raises(ValueError, match=r"unknown GPTConfig fields: \['n_embd'\]"):
         GPTConfig.from_dict({"n_embd": 3})
+
+
+def test_changing_the_width_keeps_the_mlp_ratio():
+    # a new d_model must not keep the old preset's d_ff (the 4x ratio of both papers), unless asked to
+    c = GPTConfig.preset("course-shakespeare", d_model=256, n_head=8)
+    assert (c.d_model, c.d_ff) == (256, 1024)
+    assert GPTConfig.preset("course-shakespeare", d_model=256, n_head=8, d_ff=512).d_ff == 512
+    odd = GPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=24)  # a deliberate ratio is kept
+    assert odd.replace(d_model=32).d_ff == 24
+    assert GPTConfig.preset("gpt3-small", n_ctx=128).d_ff == 3072
+
+
+def test_train_flags_set_the_width_and_mlp():
+    import argparse
+
+    from engine.train import add_train_arguments, config_from_args
+
+    p = add_train_arguments(argparse.ArgumentParser())
+    assert config_from_args(p.parse_args(["--d-model", "256", "--n-head", "8"])).d_ff == 1024
+    assert config_from_args(p.parse_args(["--d-model", "256", "--n-head", "8", "--d-ff", "640"])).d_ff == 640
