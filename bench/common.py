@@ -89,32 +89,42 @@ def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
 
 
 # ---------------------------------------------------------------------- machine rates
-def matmul_rate(n: int = 1024, k: int = 768, m: int = 3072, repeats: int = 5, dtype=np.float32) -> float:
-    """NumPy (BLAS) matrix-multiply rate in FLOP/s for an (n, k) @ (k, m) product."""
+def matmul_probe(n: int = 1024, k: int = 768, m: int = 3072, dtype=np.float32):
+    """(fn, flops): one NumPy (BLAS) (n, k) @ (k, m) matrix product, to time next to the code it is
+    compared with (``paired_times``), so that both see the same moments of a noisy machine."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, k), dtype=dtype)
     b = rng.standard_normal((k, m), dtype=dtype)
     out = np.empty((n, m), dtype=dtype)
-    t = median_time(lambda: np.matmul(a, b, out=out), repeats)
-    return 2.0 * n * k * m / t
+    return (lambda: np.matmul(a, b, out=out)), 2.0 * n * k * m
 
 
-def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
-    """Memory read bandwidth in bytes/s: float32 matrix-vector products over ``nbytes`` of matrix.
+def matmul_rate(n: int = 1024, k: int = 768, m: int = 3072, repeats: int = 5, dtype=np.float32) -> float:
+    """NumPy (BLAS) matrix-multiply rate in FLOP/s for an (n, k) @ (k, m) product."""
+    fn, flops = matmul_probe(n, k, m, dtype)
+    return flops / median_time(fn, repeats)
+
+
+def bandwidth_probes(nbytes: int = 256 << 20):
+    """({name: fn}, nbytes): float32 matrix-vector products over ``nbytes`` of matrix, one per orientation.
 
     That is the very operation one cached generation step is made of (every weight read once),
     run by the same BLAS, on a matrix far larger than the caches. BLAS streams a row-major matrix
     at different rates for y = A x (dot products along rows) and y = x A (rows scaled and
-    added); the faster of the two is taken as the limit.
+    added); the faster of the two is taken as the limit (``nbytes`` / its time).
     """
     cols = 4096
     rows = max(1, nbytes // (4 * cols))
     a = np.ones((rows, cols), dtype=np.float32)
     x_cols = np.ones(cols, dtype=np.float32)
     x_rows = np.ones(rows, dtype=np.float32)
-    t_ax = median_time(lambda: a @ x_cols, repeats)
-    t_xa = median_time(lambda: x_rows @ a, repeats)
-    return a.nbytes / min(t_ax, t_xa)
+    return {"bw A x": lambda: a @ x_cols, "bw x A": lambda: x_rows @ a}, a.nbytes
+
+
+def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Memory read bandwidth in bytes/s, measured with ``bandwidth_probes``."""
+    probes, size = bandwidth_probes(nbytes)
+    return size / min(median_time(fn, repeats) for fn in probes.values())
 
 
 def machine_description(threads: dict) -> str:

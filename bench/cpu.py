@@ -24,7 +24,7 @@ from engine import GPT, GPTConfig
 from engine.attention import attention_forward
 from engine.model import gpt_forward, tree_flatten
 
-from .common import Row, matmul_rate, median_time, paired_times, read_bandwidth
+from .common import Row, bandwidth_probes, matmul_probe, median_time, paired_times
 
 
 @dataclass
@@ -111,9 +111,11 @@ def bench_forward(sz: Sizes, repeats: int) -> list[Row]:
             return eager(tids).logits
 
     err = float(np.abs(engine() - reference().numpy()).max())
-    t = paired_times({"engine": engine, "reference": reference, "eager": reference_eager}, repeats)
+    # the sgemm rate is timed between the forwards, so both ratios see the same moments of the machine
+    sgemm, sgemm_flops = matmul_probe(T, cfg.d_model, cfg.d_ff)
+    t = paired_times({"engine": engine, "reference": reference, "eager": reference_eager, "sgemm": sgemm}, repeats)
     flops = cfg.flops_per_token(T)["forward"] * T  # causal: only the keys each query keeps
-    rate = matmul_rate(T, cfg.d_model, cfg.d_ff, repeats)
+    rate = sgemm_flops / t["sgemm"]
     achieved = flops / t["engine"]
     r = t["engine"] / t["reference"]
     name = f"forward {cfg.name or 'model'} 1x{T}"
@@ -149,12 +151,13 @@ def bench_generate(sz: Sizes, repeats: int) -> list[Row]:
                                min_new_tokens=n, do_sample=False, use_cache=True, pad_token_id=0)
 
     same = float((engine()[0, -n:] == reference()[0, -n:].numpy()).mean())
-    t = paired_times({"engine": engine, "reference": reference}, repeats)
+    probes, probe_bytes = bandwidth_probes()  # timed between the generations: the same moments of the machine
+    t = paired_times({"engine": engine, "reference": reference, **probes}, repeats)
     eng_tps, ref_tps = n / t["engine"], n / t["reference"]
     t_nc = median_time(lambda: model.generate(prompt, sz.gen_new_nocache, temperature=0, use_cache=False),
                        max(1, repeats // 2))
     nc_tps = sz.gen_new_nocache / t_nc
-    bw = read_bandwidth(repeats=repeats)
+    bw = probe_bytes / min(t[k] for k in probes)
     # bytes a cached step must read: every weight but the unused position rows, plus the KV cache so far
     C, L = cfg.d_model, cfg.n_layer
     weights = 4 * (cfg.n_params() - cfg.n_ctx * C + C)

@@ -124,3 +124,15 @@ def test_sizes_cover_every_benchmark():
     assert set(BENCHMARKS) == {"forward", "generate", "train", "banded", "memory"}
     q = Sizes.quick()
     assert q.band_T_small < q.band_T < q.band_T_large and q.gen_new >= 1
+
+
+def test_machine_probes_compute_what_their_rates_claim():
+    fn, flops = common.matmul_probe(8, 4, 2)
+    y = fn()
+    assert y.shape == (8, 2) and flops == 2 * 8 * 4 * 2
+    probes, nbytes = common.bandwidth_probes(1 << 20)
+    assert nbytes == 1 << 20 and set(probes) == {"bw A x", "bw x A"}
+    rows = nbytes // (4 * 4096)
+    assert probes["bw A x"]().shape == (rows,) and probes["bw x A"]().shape == (4096,)
+    assert float(probes["bw A x"]()[0]) == 4096.0  # a matrix of ones: every row sums to its width
+    assert common.read_bandwidth(1 << 20, repeats=1) > 0 and common.matmul_rate(8, 4, 2, repeats=1) > 0
