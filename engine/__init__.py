@@ -20,6 +20,7 @@ module             what it holds                               chapter
 ``backend``        NumPy / CuPy                                Appendix
 =================  ==========================================  ===========
 """
+from . import kernels
 from .attention import attention_mask
 from .backend import get_xp, to_numpy
 from .config import GPTConfig, PRESETS
@@ -31,3 +32,5 @@ from .tokenizer import get_encoding
 __all__ = ["GPT", "GPTConfig", "PRESETS", "attention_mask", "get_encoding", "get_xp", "load_hf_gpt2",
            "save_hf_gpt2", "to_hf_state_dict", "to_numpy"]
 __version__ = "0.1.0"
+
+kernels.reuse_freed_memory()  # fresh pages for every layer's arrays cost 20-30% of a step: see its docstring
