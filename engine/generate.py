@@ -15,7 +15,7 @@ import numpy as np
 
 from .attention import attention_forward, cached_attention
 from .backend import to_numpy
-from .layers import layernorm_forward, linear_forward, merge_heads, mlp_forward, split_heads
+from .layers import layernorm_forward, linear_forward, merge_heads, mlp_forward, split_qkv
 
 
 # ---------------------------------------------------------------------- sampling
@@ -113,14 +113,14 @@ def forward_cached(model, ids, cache: KVCache):
     ids: (B, Tn) backend ints at positions cache.length .. cache.length + Tn - 1.
     Returns the logits of the last position only: (B, V).
     """
-    cfg, p, xp = model.cfg, model.params, model.xp
+    cfg, p = model.cfg, model.params
     t0, Tn = cache.length, ids.shape[1]
     eps = cfg.layer_norm_epsilon
     x = p["wte"][ids] + p["wpe"][t0:t0 + Tn]
     for i, (block, layout) in enumerate(zip(p["h"], cfg.layer_layouts())):
         h, _ = layernorm_forward(x, block["ln_1"], eps)
         qkv, _ = linear_forward(h, block["attn"]["c_attn"])
-        q, k, v = (split_heads(t, cfg.n_head) for t in xp.split(qkv, 3, axis=-1))
+        q, k, v = split_qkv(qkv, cfg.n_head)
         cache.k[i, :, :, t0:t0 + Tn] = k
         cache.v[i, :, :, t0:t0 + Tn] = v
         if t0 == 0:  # prefill: the layout's own (sparse where it can be) attention

@@ -314,6 +314,17 @@ def gelu(x):
 
 
 # ---------------------------------------------------------------------- LayerNorm
+def mean_last(x):
+    """``x.mean(axis=-1, keepdims=True)`` on NumPy, without ``mean``'s Python-level wrapper (several
+    microseconds a call: a fifth of a LayerNorm when generating one token at a time). The same
+    arithmetic for float32 and float64: a sum, then a division by the count."""
+    if x.dtype.itemsize < 4:  # float16: mean accumulates in float32; leave that to NumPy
+        return x.mean(axis=-1, keepdims=True)
+    s = np.add.reduce(x, axis=-1, keepdims=True)
+    s /= x.shape[-1]
+    return s
+
+
 def layernorm(x, g, b, eps: float):
     """LayerNorm over the last axis. x: (..., C); g, b: (C,) -> (y, xhat, rstd (..., 1))."""
     xp = array_module(x)
@@ -328,9 +339,9 @@ def layernorm(x, g, b, eps: float):
     rstd = xp.empty(x.shape[:-1] + (1,), dtype=x.dtype)
 
     def piece(x, xhat, y, rstd):
-        xp.subtract(x, x.mean(axis=-1, keepdims=True), out=xhat)
+        xp.subtract(x, mean_last(x), out=xhat)
         xp.multiply(xhat, xhat, out=y)  # y is scratch for the squares until the end
-        rstd[...] = 1.0 / xp.sqrt(y.mean(axis=-1, keepdims=True) + eps)
+        rstd[...] = 1.0 / xp.sqrt(mean_last(y) + eps)
         xhat *= rstd
         xp.multiply(xhat, g, out=y)
         y += b

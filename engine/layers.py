@@ -83,6 +83,12 @@ def split_heads(x, n_head):
     return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
+def split_qkv(qkv, n_head):
+    """(B, T, 3C) -> q, k, v, each (B, H, T, D): views into qkv, no copy."""
+    B, T, C3 = qkv.shape
+    return qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head)).transpose(2, 0, 3, 1, 4)
+
+
 def merge_heads(x):
     """(B, H, T, D) -> (B, T, C)"""
     B, H, T, D = x.shape
@@ -97,7 +103,7 @@ def self_attention_forward(x, p, n_head, layout="dense", window=256, stride=32, 
     ``for_backward=False``: inference, the attention keeps no probabilities for a backward pass.
     """
     qkv, c_attn = linear_forward(x, p["c_attn"])
-    q, k, v = (split_heads(t, n_head) for t in array_module(qkv).split(qkv, 3, axis=-1))
+    q, k, v = split_qkv(qkv, n_head)
     a, c_att = attention_forward(q, k, v, layout, window, stride, c, for_backward)
     y, c_proj = linear_forward(merge_heads(a), p["c_proj"])
     return y, (c_attn, c_att, c_proj, n_head)

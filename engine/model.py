@@ -16,7 +16,7 @@ from .backend import backend_name, get_xp, to_numpy
 from .config import GPTConfig
 from .layers import (Dropout, block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
                      dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                     layernorm_backward, layernorm_forward, linear_forward, split_heads, unembed)
+                     layernorm_backward, layernorm_forward, linear_forward, split_qkv, unembed)
 
 DTYPES = ("float64", "float32", "float16")  # CuPy has no bfloat16 dtype, so neither do we
 
@@ -175,7 +175,7 @@ class GPT:
             if want_att:
                 h, _ = layernorm_forward(x, block["ln_1"], cfg.layer_norm_epsilon)
                 qkv, _ = linear_forward(h, block["attn"]["c_attn"])
-                q, k, _ = (split_heads(t, cfg.n_head) for t in self.xp.split(qkv, 3, axis=-1))
+                q, k, _ = split_qkv(qkv, cfg.n_head)
                 attentions.append(attention_probs(q, k, layout, cfg.window, cfg.stride, cfg.fixed_c))
             x, _ = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c,
                                  cfg.layer_norm_epsilon, for_backward=False)

@@ -342,3 +342,25 @@ def test_linear_rows_split_across_threads(dtype):
     np.testing.assert_allclose(y, x @ w + b, rtol=tol, atol=tol)
     np.testing.assert_allclose(yt, x @ w, rtol=tol, atol=tol)
     assert y.dtype == dtype and y.shape == (1000, 96)
+
+
+def test_split_qkv_is_three_head_views_of_the_projection():
+    from engine.layers import merge_heads, split_heads, split_qkv
+
+    qkv = np.random.default_rng(3).standard_normal((2, 5, 3 * 12)).astype(np.float32)
+    q, k, v = split_qkv(qkv, 3)
+    for got, part in zip((q, k, v), np.split(qkv, 3, axis=-1)):
+        assert got.shape == (2, 3, 5, 4) and np.shares_memory(got, qkv)
+        np.testing.assert_array_equal(got, split_heads(part, 3))
+        np.testing.assert_array_equal(merge_heads(got), part)
+
+
+def test_mean_last_is_numpys_mean_bit_for_bit():
+    from engine.kernels import mean_last
+
+    rng = np.random.default_rng(4)
+    for dt in (np.float64, np.float32, np.float16):
+        for shape in [(1, 1, 768), (3, 17, 192), (2, 5, 1000)]:
+            x = (rng.standard_normal(shape) * rng.uniform(0.01, 100)).astype(dt)
+            got, want = mean_last(x), x.mean(axis=-1, keepdims=True)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (dt, shape)
