@@ -315,9 +315,9 @@ def gelu(x):
 
 # ---------------------------------------------------------------------- LayerNorm
 def mean_last(x):
-    """``x.mean(axis=-1, keepdims=True)`` on NumPy, without ``mean``'s Python-level wrapper (several
-    microseconds a call: a fifth of a LayerNorm when generating one token at a time). The same
-    arithmetic for float32 and float64: a sum, then a division by the count."""
+    """``x.mean(axis=-1, keepdims=True)`` on NumPy, without ``mean``'s Python-level wrapper (8 us a
+    call against 2 us for the sum itself: two of them were over a third of a one-token LayerNorm).
+    The same arithmetic for float32 and float64: a sum, then a division by the count."""
     if x.dtype.itemsize < 4:  # float16: mean accumulates in float32; leave that to NumPy
         return x.mean(axis=-1, keepdims=True)
     s = np.add.reduce(x, axis=-1, keepdims=True)
