@@ -165,9 +165,9 @@ def test_presets_and_dict_roundtrip():
 
 def test_changing_the_width_keeps_the_mlp_ratio():
     # a new d_model must not keep the old preset's d_ff (the 4x ratio of both papers), unless asked to
-    c = GPTConfig.preset("course-shakespeare", d_model=256, n_head=8)
+    c = GPTConfig.preset("course-small", d_model=256, n_head=8)  # the preset's own: 128 wide, d_ff 512
     assert (c.d_model, c.d_ff) == (256, 1024)
-    assert GPTConfig.preset("course-shakespeare", d_model=256, n_head=8, d_ff=512).d_ff == 512
+    assert GPTConfig.preset("course-small", d_model=256, n_head=8, d_ff=512).d_ff == 512
     odd = GPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=24)  # a deliberate ratio is kept
     assert odd.replace(d_model=32).d_ff == 24
     assert GPTConfig.preset("gpt3-small", n_ctx=128).d_ff == 3072
