@@ -65,8 +65,12 @@ def master_notebook(chapter: str):
     return nb
 
 
-def build(chapter: str) -> Path:
-    """Write ``exercises/<chapter>.ipynb`` (the learner copy) and return its path."""
+def build(chapter: str, out_dir: Path = HERE) -> Path:
+    """Write ``<out_dir>/<chapter>.ipynb`` (the learner copy) and return its path.
+
+    Cell ids are numbered (``NN-index``, NN the chapter number) rather than random, so rebuilding an
+    unchanged chapter rewrites the same bytes and a diff shows only what changed.
+    """
     import nbformat
 
     nb = master_notebook(chapter)
@@ -87,7 +91,9 @@ def build(chapter: str) -> Path:
         learner.metadata.pop("jupytext", None)
         if learner.cells and "otter.Notebook" in learner.cells[0].source and len(learner.cells) > 1:
             learner.cells.insert(1, learner.cells.pop(0))  # the title first, then otter's set-up cell
-        dest = HERE / f"{chapter}.ipynb"
+        for i, cell in enumerate(learner.cells):
+            cell.id = f"{chapter[:2]}-{i:03d}"
+        dest = Path(out_dir) / f"{chapter}.ipynb"
         nbformat.write(learner, str(dest))
     return dest
 

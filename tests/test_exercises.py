@@ -113,3 +113,18 @@ def test_learner_copy_agrees_with_the_grader_and_its_source(chapter):
     assert all(p in learner_code for p in plain), "learner copy is stale: run python exercises/build.py " + chapter
     assert "python -m engine.grader exercises/" + chapter + ".ipynb" in md(learner)[0]
     assert all(not c.get("outputs") for c in learner.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_learner_copies_have_numbered_cell_ids(chapter):
+    learner = nbformat.read(str(EXERCISES / f"{chapter}.ipynb"), as_version=4)
+    assert [c.id for c in learner.cells] == [f"{chapter[:2]}-{i:03d}" for i in range(len(learner.cells))]
+
+
+def test_rebuilding_a_chapter_rewrites_the_same_bytes(tmp_path):
+    # random cell ids would make every rebuild a diff of every cell; numbered ones make it none
+    chapter = "04_parameters"
+    out = build.build(chapter, out_dir=tmp_path)
+    assert out == tmp_path / f"{chapter}.ipynb"
+    assert out.read_bytes() == (EXERCISES / f"{chapter}.ipynb").read_bytes(), \
+        "learner copy is stale: run python exercises/build.py " + chapter
