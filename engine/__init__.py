@@ -7,7 +7,9 @@ module             what it holds                               chapter
 =================  ==========================================  ===========
 ``data``           corpora, sliding-window examples, batches   2 Training
 ``optim``          AdamW, learning-rate schedule               2 Training
-``train``          the training loop, checkpoints              2 Training
+``train``          the training loop                           2 Training
+``checkpoint``     safe (atomic, hashed) checkpoints           2 Training
+``pretrained``     the shipped Shakespeare model               2 Training
 ``tokenizer``      GPT-3's BPE through tiktoken                3 Tokens
 ``bpe``            training a small byte-level BPE             3 Tokens
 ``config``         GPTConfig, presets, counting                4 Parameters
@@ -18,6 +20,7 @@ module             what it holds                               chapter
 ``finetune``       task data, fine-tuning, few-shot            8 Fine-tuning
 ``hf``             Hugging Face GPT-2 weights in and out       Appendix
 ``backend``        NumPy / CuPy                                Appendix
+``kernels``        threads, fused passes (speed, not ideas)    Appendix
 =================  ==========================================  ===========
 """
 from . import kernels
@@ -30,7 +33,7 @@ from .pretrained import load_pretrained
 from .tokenizer import get_encoding
 
 __all__ = ["GPT", "GPTConfig", "PRESETS", "attention_mask", "get_encoding", "get_xp", "load_hf_gpt2",
-           "save_hf_gpt2", "to_hf_state_dict", "to_numpy"]
+           "load_pretrained", "save_hf_gpt2", "to_hf_state_dict", "to_numpy"]
 __version__ = "0.1.0"
 
 kernels.reuse_freed_memory()  # fresh pages for every layer's arrays cost 20-30% of a step: see its docstring

@@ -181,3 +181,20 @@ def test_train_flags_set_the_width_and_mlp():
     p = add_train_arguments(argparse.ArgumentParser())
     assert config_from_args(p.parse_args(["--d-model", "256", "--n-head", "8"])).d_ff == 1024
     assert config_from_args(p.parse_args(["--d-model", "256", "--n-head", "8", "--d-ff", "640"])).d_ff == 640
+
+
+def test_the_package_lists_its_modules_and_exports_what_it_imports():
+    import pkgutil
+    import re
+    import types
+
+    import engine
+
+    # every module of engine/ has a row in the package's table (a reader opening engine/ sees the book)
+    rows = set(re.findall(r"^``(\w+)``", engine.__doc__, re.M))
+    modules = {m.name for m in pkgutil.iter_modules(engine.__path__)} - {"cli", "widgets", "grader", "__main__"}
+    assert modules <= rows, f"modules without a row in engine/__init__.py: {sorted(modules - rows)}"
+    assert rows <= modules | {"grader"}, f"rows without a module: {sorted(rows - modules)}"
+    # the functions and classes the package imports at the top are its public names
+    public = {n for n, v in vars(engine).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public == set(engine.__all__), sorted(public ^ set(engine.__all__))
