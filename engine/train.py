@@ -91,22 +91,46 @@ def target_bytes(enc, targets: np.ndarray) -> np.ndarray:
     return lengths[np.where(targets < 0, n, targets)]
 
 
-def evaluate(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = None, batch_size: int = 8,
-             progress: bool = False) -> dict:
-    """Mean loss on a token stream, cut into non-overlapping windows of n_ctx (each token predicted once).
+def eval_windows(ids, n_ctx: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The windows evaluation scores, each token once. ids: (N,) -> x, y: (M, n_ctx), y = -1 where not scored.
 
-    Returns {'loss': nats/token, 'tokens': int, 'bytes': int, 'bpb': bits/byte} (bytes and bpb only
-    with ``enc``: bits per byte = total nats / ln 2 / UTF-8 bytes of the predicted tokens; the
-    ``<|endoftext|>`` separators are not scored).
+    ``stride`` None (or n_ctx): non-overlapping windows, so a token sees on average n_ctx / 2
+    tokens of context and the first of each window none. ``stride`` < n_ctx: a window every
+    ``stride`` tokens, each scoring only its last ``stride`` targets (the first window scores all
+    of its own), so every token after the first window is predicted from at least
+    ``n_ctx - stride`` tokens of context, for n_ctx / stride times the compute.
     """
     from .data import sliding_windows
 
-    n_ctx = model.cfg.n_ctx
-    x, y = sliding_windows(ids, n_ctx)
+    stride = n_ctx if stride is None else int(stride)
+    if not 1 <= stride <= n_ctx:
+        raise ValueError(f"stride must be between 1 and n_ctx = {n_ctx}, got {stride}")
+    x, y = sliding_windows(ids, n_ctx, step=stride)
+    if stride < n_ctx:
+        y = y.copy()  # y and x are views of the same windows
+        y[1:, :n_ctx - stride] = -1  # scored by the window before
+    return x, y
+
+
+def _windows_for(model: GPT, ids, enc, max_windows, stride):
+    x, y = eval_windows(ids, model.cfg.n_ctx, stride)
     if max_windows is not None:
         x, y = x[:max_windows], y[:max_windows]
     if enc is not None and enc.eot_token is not None:
         y = np.where(y == enc.eot_token, -1, y)
+    return x, y
+
+
+def evaluate(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = None, batch_size: int = 8,
+             progress: bool = False, stride: int | None = None) -> dict:
+    """Mean loss on a token stream, cut into windows of n_ctx (``eval_windows``: each token predicted once).
+
+    Returns {'loss': nats/token, 'tokens': int, 'bytes': int, 'bpb': bits/byte} (bytes and bpb only
+    with ``enc``: bits per byte = total nats / ln 2 / UTF-8 bytes of the predicted tokens; the
+    ``<|endoftext|>`` separators are not scored). ``stride``: overlapping windows, so that every
+    token has at least n_ctx - stride tokens of context (None: non-overlapping windows).
+    """
+    x, y = _windows_for(model, ids, enc, max_windows, stride)
     total, count = 0.0, 0
     it = range(0, len(x), batch_size)
     if progress:
@@ -126,6 +150,33 @@ def evaluate(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = No
         out["bytes"] = nbytes
         out["bpb"] = total / LN2 / nbytes
     return out
+
+
+def token_losses(model: GPT, ids, targets) -> np.ndarray:
+    """Negative log-likelihood of every target. ids, targets: (B, T) -> (B, T) float64 nats (NaN where target is -1)."""
+    xp = model.xp
+    logits = model.forward(ids).astype(xp.float64)  # float64: the sums over many tokens stay exact
+    t = xp.asarray(np.asarray(targets))
+    z = logits - logits.max(axis=-1, keepdims=True)
+    picked = xp.take_along_axis(z, xp.where(t >= 0, t, 0)[..., None], axis=-1)[..., 0]
+    nll = xp.log(xp.exp(z).sum(axis=-1)) - picked
+    return np.where(np.asarray(targets) >= 0, to_numpy(nll), np.nan)
+
+
+def loss_by_position(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = None,
+                     batch_size: int = 8) -> dict:
+    """Mean loss at each position of the non-overlapping evaluation windows: how much the context helps.
+
+    Position t is predicted from t + 1 tokens (itself and the t before it). Returns
+    {'loss': (n_ctx,) nats/token, 'tokens': (n_ctx,) tokens scored at each position}; their
+    token-weighted mean is ``evaluate``'s loss on the same windows.
+    """
+    x, y = _windows_for(model, ids, enc, max_windows, None)
+    total = np.zeros(x.shape[1])
+    for i in range(0, len(x), batch_size):
+        total += np.nansum(token_losses(model, x[i:i + batch_size], y[i:i + batch_size]), axis=0)
+    tokens = (y >= 0).sum(axis=0)
+    return {"loss": total / np.maximum(tokens, 1), "tokens": tokens}
 
 
 # ---------------------------------------------------------------------- NaN diagnosis

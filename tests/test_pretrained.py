@@ -20,7 +20,7 @@ import pytest
 import engine
 from engine import pretrained
 from engine.data import CorpusError, encode_texts, shakespeare_split
-from engine.train import evaluate
+from engine.train import evaluate, loss_by_position
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,34 @@ def test_check_slice_reproduces_the_card(shipped, metrics, held_out):
     assert r["bpb"] == pytest.approx(metrics["check_bits_per_byte"], rel=1e-4)
     assert r["loss"] == pytest.approx(metrics["check_loss_nats_per_token"], rel=1e-4)
     assert abs(r["bpb"] - metrics["val_bits_per_byte"]) < 0.15
+
+
+def test_loss_by_position_reproduces_the_card(shipped, metrics, held_out):
+    """The per-position curve of the card (the book plots it) is recomputed on every held-out window;
+    its token-weighted mean is the card's headline validation loss, so this also re-checks that."""
+    model, enc = shipped
+    r = loss_by_position(model, held_out, enc)
+    card = np.array(metrics["loss_by_position"])
+    assert r["tokens"].tolist() == metrics["tokens_by_position"]
+    np.testing.assert_allclose(r["loss"], card, rtol=1e-4)
+    mean = float((card * r["tokens"]).sum() / r["tokens"].sum())
+    assert mean == pytest.approx(metrics["val_loss_nats_per_token"], rel=1e-5)
+    assert r["tokens"].sum() == metrics["val_tokens"]
+
+
+def test_overlapping_windows_are_stated_and_help(metrics):
+    n = metrics["config"]["n_ctx"]
+    assert 0 < metrics["stride"] < n
+    # each token is still scored once; overlapping windows only reach a little further into the tail
+    assert metrics["val_tokens"] <= metrics["stride_tokens"] < metrics["val_tokens"] + n
+    bpb = metrics["stride_loss_nats_per_token"] / math.log(2) * metrics["stride_tokens"] / metrics["stride_bytes"]
+    assert bpb == pytest.approx(metrics["stride_bits_per_byte"], rel=1e-9)
+    # more context per token: a lower loss than non-overlapping windows, and lower late in a window
+    assert metrics["stride_bits_per_byte"] < metrics["val_bits_per_byte"]
+    lp = metrics["loss_by_position"]
+    assert sum(lp[:16]) / 16 > sum(lp[n // 2:]) / (n - n // 2) + 0.05
+    card = (pretrained.asset_dir() / "MODEL_CARD.md").read_text()
+    assert f"{metrics['stride_bits_per_byte']:.3f} bits/byte" in card
 
 
 def test_prefers_real_text_to_shuffled(shipped, held_out):

@@ -9,7 +9,8 @@ from engine.bpe import train_bpe
 from engine.data import book_texts, encode_texts, join_texts, load_corpus
 from engine.model import tree_flatten
 from engine.optim import AdamW
-from engine.train import Trainer, TrainConfig, TrainingDiverged, evaluate, target_bytes
+from engine.train import (Trainer, TrainConfig, TrainingDiverged, eval_windows, evaluate, loss_by_position,
+                          target_bytes, token_losses)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,59 @@ def test_bits_per_byte_definition():
     nb = target_bytes(enc, ids)
     assert nb.tolist() == [5, 6, 0]
     assert target_bytes(enc, np.array([-1])).tolist() == [0]
+
+
+def _reference_nll(model, window, target):
+    """-log p(target | window) from the model's logits, by hand in float64 (one window, one target)."""
+    logits = np.asarray(model.forward(np.asarray(window)[None]))[0, -1].astype(np.float64)
+    m = logits.max()
+    return float(m + np.log(np.exp(logits - m).sum()) - logits[target])
+
+
+@pytest.mark.parametrize("stride", [None, 16, 5, 1])
+def test_strided_evaluation_scores_every_token_once_with_its_context(stride):
+    cfg = tiny_cfg(n_ctx=16, vocab_size=50)
+    model = GPT(cfg, seed=3, dtype="float64")
+    ids = np.random.default_rng(4).integers(0, 50, 70)
+    x, y = eval_windows(ids, cfg.n_ctx, stride)
+    s = stride or cfg.n_ctx
+    scored = np.flatnonzero(y.ravel() >= 0)
+    # the absolute position of each scored target: no token twice, none skipped up to the last one
+    pos = (np.arange(len(x))[:, None] * s + np.arange(1, cfg.n_ctx + 1)[None, :]).ravel()[scored]
+    assert sorted(pos) == list(range(1, pos.max() + 1))
+    # each target is scored with the context the docstring promises, and the loss is their mean
+    want = []
+    for p in sorted(pos):
+        start = 0 if p <= cfg.n_ctx else (p - cfg.n_ctx - 1) // s * s + s  # the first window holding p
+        assert p - start - 1 >= (0 if start == 0 else cfg.n_ctx - s)  # tokens of context before p's input
+        want.append(_reference_nll(model, ids[start:p], ids[p]))
+    r = evaluate(model, ids, stride=stride)
+    assert r["tokens"] == len(want)
+    assert r["loss"] == pytest.approx(np.mean(want), rel=1e-10)
+
+
+def test_strided_evaluation_rejects_a_stride_it_cannot_use():
+    with pytest.raises(ValueError, match="stride"):
+        eval_windows(np.arange(40), 16, 17)
+    with pytest.raises(ValueError, match="stride"):
+        eval_windows(np.arange(40), 16, 0)
+
+
+def test_loss_by_position_is_the_evaluation_loss_spread_over_positions(book):
+    enc, _, va = book
+    model = GPT(tiny_cfg(), seed=5)
+    r = loss_by_position(model, va, enc, max_windows=12)
+    assert r["loss"].shape == r["tokens"].shape == (model.cfg.n_ctx,)
+    ev = evaluate(model, va, enc, max_windows=12)
+    assert r["tokens"].sum() == ev["tokens"]
+    assert float((r["loss"] * r["tokens"]).sum() / r["tokens"].sum()) == pytest.approx(ev["loss"], rel=1e-5)
+    # position t of the first window is the loss of token t + 1 given tokens 0 .. t
+    x, y = eval_windows(va, model.cfg.n_ctx)
+    nll = token_losses(model, x[:1], y[:1])[0]
+    for t in (0, 7, model.cfg.n_ctx - 1):
+        assert nll[t] == pytest.approx(_reference_nll(model, va[:t + 1], va[t + 1]), rel=1e-6)
+    masked = token_losses(model, x[:1], np.where(np.arange(x.shape[1]) < 3, -1, y[:1]))
+    assert np.isnan(masked[0, :3]).all() and np.isfinite(masked[0, 3:]).all()
 
 
 def test_book_texts_nonempty():
