@@ -157,3 +157,4 @@ def test_readme_quotes_the_model_card(metrics):
     assert f"{metrics['tokens_seen'] / 1e6:.1f}M tokens" in readme
     assert f"--steps {metrics['train']['max_steps']}" in readme
     assert f"--dropout {metrics['train']['dropout']:g}" in readme
+    assert f"stride={metrics['stride']})" in readme and f"scores {metrics['stride_bits_per_byte']:.3f}" in readme
