@@ -95,7 +95,7 @@ def eval_windows(ids, n_ctx: int, stride: int | None = None) -> tuple[np.ndarray
     """The windows evaluation scores, each token once. ids: (N,) -> x, y: (M, n_ctx), y = -1 where not scored.
 
     ``stride`` None (or n_ctx): non-overlapping windows, so a token sees on average n_ctx / 2
-    tokens of context and the first of each window none. ``stride`` < n_ctx: a window every
+    tokens of context and the first of each window only itself. ``stride`` < n_ctx: a window every
     ``stride`` tokens, each scoring only its last ``stride`` targets (the first window scores all
     of its own), so every token after the first window is predicted from at least
     ``n_ctx - stride`` tokens of context, for n_ctx / stride times the compute.
@@ -155,7 +155,7 @@ def evaluate(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = No
 def token_losses(model: GPT, ids, targets) -> np.ndarray:
     """Negative log-likelihood of every target. ids, targets: (B, T) -> (B, T) float64 nats (NaN where target is -1)."""
     xp = model.xp
-    logits = model.forward(ids).astype(xp.float64)  # float64: the sums over many tokens stay exact
+    logits = model.forward(ids).astype(xp.float64)  # float64: sums over many tokens lose nothing
     t = xp.asarray(np.asarray(targets))
     z = logits - logits.max(axis=-1, keepdims=True)
     picked = xp.take_along_axis(z, xp.where(t >= 0, t, 0)[..., None], axis=-1)[..., 0]
