@@ -30,6 +30,7 @@ import numpy as np
 from .backend import to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import GPTConfig
+from .layers import cross_entropy_forward
 from .model import GPT, tree_flatten, tree_unflatten
 from .optim import AdamW, lr_at
 
@@ -154,13 +155,13 @@ def evaluate(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = No
 
 def token_losses(model: GPT, ids, targets) -> np.ndarray:
     """Negative log-likelihood of every target. ids, targets: (B, T) -> (B, T) float64 nats (NaN where target is -1)."""
-    xp = model.xp
+    xp, targets = model.xp, np.asarray(targets)
+    if not (targets >= 0).any():
+        return np.full(targets.shape, np.nan)
     logits = model.forward(ids).astype(xp.float64)  # float64: sums over many tokens lose nothing
-    t = xp.asarray(np.asarray(targets))
-    z = logits - logits.max(axis=-1, keepdims=True)
-    picked = xp.take_along_axis(z, xp.where(t >= 0, t, 0)[..., None], axis=-1)[..., 0]
-    nll = xp.log(xp.exp(z).sum(axis=-1)) - picked
-    return np.where(np.asarray(targets) >= 0, to_numpy(nll), np.nan)
+    _, (logp, safe, _, _) = cross_entropy_forward(logits, xp.asarray(targets))  # the loss's own log-softmax
+    nll = -xp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+    return np.where(targets >= 0, to_numpy(nll), np.nan)
 
 
 def loss_by_position(model: GPT, ids: np.ndarray, enc=None, max_windows: int | None = None,
