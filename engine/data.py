@@ -258,6 +258,7 @@ class Batches:
 
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         starts = self.rng.integers(0, len(self.ids) - self.n_ctx, size=self.batch_size)
+        self.starts = starts  # where the windows begin (distillation looks up the teachers' targets there)
         w = self.ids[starts[:, None] + np.arange(self.n_ctx + 1)[None, :]].astype(np.int64)
         return w[:, :-1], w[:, 1:]
 

@@ -14,6 +14,7 @@ import numpy as np
 from .attention import attention_probs
 from .backend import backend_name, get_xp, to_numpy
 from .config import GPTConfig
+from .distill import distill_cross_entropy_backward, distill_cross_entropy_forward
 from .layers import (Dropout, block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
                      dropout_backward, dropout_forward, embedding_backward, embedding_forward,
                      layernorm_backward, layernorm_forward, linear_forward, split_qkv, unembed)
@@ -199,13 +200,16 @@ class GPT:
         loss, _ = cross_entropy_forward(gpt_forward(self.params, ids, self.cfg), targets)
         return float(loss)
 
-    def loss_and_grads(self, ids, targets, dropout: float = 0.0, dropout_seeds=None):
+    def loss_and_grads(self, ids, targets, dropout: float = 0.0, dropout_seeds=None, soft=None):
         """Mean cross-entropy and its gradient for every parameter, by the hand-written backward pass.
 
         ids, targets: (B, T) ints (a target of -1 is ignored). Returns (loss: float, grads) where
         grads is a tree shaped like ``self.params``. ``dropout`` > 0 zeroes that fraction of the
         embedding output and of every residual branch (see ``layers.Dropout``); ``dropout_seeds``
         gives one integer per row (default: 0 .. B-1), so the same seeds give the same masks.
+        ``soft`` = (idx (B, T, k), p (B, T, k), alpha): teachers' predictions to learn from as well
+        (knowledge distillation, ``engine.distill``); the loss is then the cross-entropy against
+        the mixed target.
         """
         cfg, p, xp = self.cfg, self.params, self.xp
         ids, _ = check_ids(ids, cfg, xp)
@@ -223,9 +227,12 @@ class GPT:
             caches.append(c)
         h, c_lnf = layernorm_forward(x, p["ln_f"], eps)
         logits = h @ p["wte"].T
-        loss, c_ce = cross_entropy_forward(logits, targets)
+        if soft is None:
+            loss, c_ce = cross_entropy_forward(logits, targets)
+        else:
+            loss, c_ce = distill_cross_entropy_forward(logits, targets, *soft)
         # backward, mirroring it
-        dlogits = cross_entropy_backward(1.0, c_ce)
+        dlogits = (cross_entropy_backward if soft is None else distill_cross_entropy_backward)(1.0, c_ce)
         C = h.shape[-1]
         dwte = dlogits.reshape(-1, dlogits.shape[-1]).T @ h.reshape(-1, C)  # unembedding use of wte
         dh = dlogits @ p["wte"]

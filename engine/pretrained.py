@@ -122,6 +122,7 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
     train_ids_n = len(train_ids)
     baselines = ngram_baselines(train_ids, val_ids, enc)
     log(f"held-out: {full['loss']:.4f} nats/token, {full['bpb']:.4f} bits/byte over {full['tokens']:,} tokens")
+    distill = _teachers_report(st["distill"], val_ids, enc) if st.get("distill") else None
 
     save_file({k: v.astype("float32") for k, v in ck["weights"].items()}, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
@@ -154,6 +155,7 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
         "loss_by_position": [round(float(v), 6) for v in by_pos["loss"]],
         "tokens_by_position": [int(v) for v in by_pos["tokens"]],
         "baselines": baselines,
+        "distill": distill,
         "final_train_loss_25_step_mean": sum(h["loss"][-25:]) / len(h["loss"][-25:]),
         "wall_time_s": last.get("elapsed_s"),
         "tokens_per_s": (last["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx
@@ -169,6 +171,54 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
     manifest = {f: _sha256(out / f) for f in ("model.safetensors", "config.json", "tokenizer.tiktoken")}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return metrics
+
+
+def _teachers_report(d: dict, val_ids, enc) -> dict:
+    """The teachers of a distilled run, each scored on the held-out plays, and their average."""
+    from .checkpoint import load_checkpoint
+    from .distill import evaluate_ensemble
+    from .train import _teacher_path, load_teachers
+
+    teachers, _ = load_teachers(d["teachers"])
+    ens = evaluate_ensemble(teachers, val_ids, enc)
+    rows = []
+    for path, model, bpb in zip(d["teachers"], teachers, ens["each_bpb"]):
+        st = load_checkpoint(_teacher_path(path), verify_hashes=False)["state"]
+        rows.append({"run": Path(path).name, "config": model.cfg.to_dict(), "n_params": model.cfg.n_params(),
+                     "steps": st["step"], "train": st["train"], "wall_time_s": st.get("elapsed_s"),
+                     "val_bits_per_byte": bpb})
+    return {"alpha": d["alpha"], "k": d["k"], "teachers": rows, "ensemble_bits_per_byte": ens["bpb"]}
+
+
+def _teacher_time(m: dict) -> str:
+    d = m.get("distill")
+    if not d:
+        return ""
+    return f", after {sum((r['wall_time_s'] or 0) for r in d['teachers']) / 60:.0f} minutes for the teachers"
+
+
+def _teachers_text(m: dict) -> str:
+    d = m.get("distill")
+    if not d:
+        return ""
+    rows = "".join(
+        f"| {r['run']} | {r['config']['n_layer']} x {r['config']['d_model']} ({r['n_params'] / 1e6:.1f}M) | "
+        f"{r['train']['dropout']:g} | {r['train']['lr']:g} | {r['steps']:,} | {(r['wall_time_s'] or 0) / 60:.0f} min | "
+        f"{r['val_bits_per_byte']:.3f} |\n" for r in d["teachers"])
+    return f"""
+**Learning from teachers.** Besides the next token of the text, the model learned from the averaged
+predictions of {len(d["teachers"])} teacher models, trained before it on the same text by this engine
+(knowledge distillation, Hinton, Vinyals and Dean 2015; `engine/distill.py`). At every position of the
+training text the teachers' {d["k"]} most likely next tokens and their probabilities were computed once;
+the training target is {d["alpha"]:g} x those probabilities, plus the rest of the probability on the token
+that really came next. Models trained the same way disagree on new text in ways that cancel when their
+predictions are averaged: the average scores better than any of them, and the student inherits much of
+that from one set of weights the size of the smallest teacher.
+
+| teacher | layers x width | dropout | peak lr | steps | training time | held-out bits/byte |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}| their average (not shipped) | | | | | | {d["ensemble_bits_per_byte"]:.3f} |
+"""
 
 
 def ngram_baselines(train_ids, val_ids, enc, alpha: float = 0.01) -> dict:
@@ -258,10 +308,10 @@ at {t["grad_clip"]}, linear warm-up over {t["warmup"]} steps to {t["lr"]:g}, cos
 Batches of {t["batch_size"]} random windows of {c["n_ctx"]} tokens ({t["batch_size"] * c["n_ctx"]:,} tokens per step).
 {_dropout_line(t.get("dropout", 0.0))}The weights shipped are those of step {m["step"]} ({m["which"]}), after
 {m["tokens_seen"]:,} tokens seen ({m["tokens_seen"] / m["train_tokens"]:.1f} passes over the training text).
-
+{_teachers_text(m)}
 - Command: {m["command"]}
 - Machine: {m["machine"]}
-- Wall time: {hours * 60:.0f} minutes of training ({m["tokens_per_s"]:,.0f} tokens/s on average)
+- Wall time: {hours * 60:.0f} minutes of training ({m["tokens_per_s"]:,.0f} tokens/s on average){_teacher_time(m)}
 
 ![training and validation curves](curves.png)
 
@@ -277,7 +327,7 @@ On every token of the held-out plays (windows of {c["n_ctx"]} tokens, each token
 | --- | --- |
 | validation loss | **{nats:.3f} nats/token** |
 | bits per byte | **{bpb:.3f}** (nats / ln 2 / UTF-8 bytes of the scored tokens; `<|endoftext|>` not scored) |
-| final training loss (mean of last 25 steps) | {m["final_train_loss_25_step_mean"]:.3f} nats/token |
+| final training loss (mean of last 25 steps{"; against the teachers' mixed target, so higher than the plain loss" if m.get("distill") else ""}) | {m["final_train_loss_25_step_mean"]:.3f} nats/token |
 | check slice (first {m["check_windows"]} windows, recomputed by the tests) | {m["check_loss_nats_per_token"]:.4f} nats/token, {m["check_bits_per_byte"]:.4f} bits/byte |
 {_stride_rows(m)}
 This {verdict} (judged on the non-overlapping windows above). For scale, count-based models over the same tokens, fitted on the training text

@@ -9,10 +9,13 @@ checkpoint is written (see ``engine.checkpoint``); ``resume`` continues a run
 bit for bit.
 
 Command line: ``python -m engine train --help`` (``add_train_arguments`` /
-``run_train``). The shipped Shakespeare model is trained by::
+``run_train``); ``--distill RUN ...`` adds teachers' predictions to the targets
+(``engine.distill``). The shipped Shakespeare model is trained by ``make course-model``:
+three teacher runs, then this one::
 
     OPENBLAS_NUM_THREADS=1 python -m engine train --data shakespeare --out runs/shakespeare --workers 2 \
-        --batch-size 8 --dropout 0.1 --steps 7000 --warmup 200
+        --batch-size 8 --dropout 0.1 --steps 7000 --warmup 200 \
+        --distill runs/teacher-a runs/teacher-b runs/teacher-c --distill-alpha 0.8
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import numpy as np
 from .backend import to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import GPTConfig
+from .distill import gather_targets
 from .layers import cross_entropy_forward
 from .model import GPT, tree_flatten, tree_unflatten
 from .optim import AdamW, lr_at
@@ -67,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1              # threads that split each micro-batch (data parallel; same result)
     max_minutes: float | None = None  # stop (and save) after this much wall time
+    distill_alpha: float = 0.0    # weight of the teachers' predictions in the target (engine.distill)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -242,7 +247,7 @@ class Trainer:
     """
 
     def __init__(self, model: GPT, train_ids, val_ids, tc: TrainConfig, out_dir=None, enc=None, trainable=None,
-                 extra_state: dict | None = None):
+                 extra_state: dict | None = None, soft=None):
         from .data import Batches
 
         self.model, self.tc, self.enc = model, tc, enc
@@ -259,6 +264,12 @@ class Trainer:
         self.elapsed = 0.0  # training wall time so far (summed over resumed sessions)
         self.extra_state = extra_state or {}
         self._pool = None
+        if (soft is None) != (tc.distill_alpha == 0):
+            raise ValueError("distillation needs both the teachers' targets (soft) and distill_alpha > 0")
+        if soft is not None and len(soft[0]) != len(self.train_ids):
+            raise ValueError(f"the teachers' targets cover {len(soft[0]):,} positions; the training stream has "
+                             f"{len(self.train_ids):,}")
+        self.soft = soft  # (idx, p) per training-stream position, from distill.teacher_targets
 
     # -------------------------------------------------------------- one step
     def train_step(self) -> float:
@@ -268,7 +279,10 @@ class Trainer:
         seeds = self.dropout_seeds(self.step)
         for i in range(tc.grad_accum):
             x, y = self.batches.next()
-            loss, g = self._loss_and_grads(x, y, seeds[i * len(x):(i + 1) * len(x)])
+            soft = None
+            if self.soft is not None:
+                soft = gather_targets(self.soft, self.batches.starts, model.cfg.n_ctx)
+            loss, g = self._loss_and_grads(x, y, seeds[i * len(x):(i + 1) * len(x)], soft)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss} at step {self.step}: it first appears in "
                                        f"{locate_nonfinite(model, x, y)}. Lower the learning rate "
@@ -310,28 +324,34 @@ class Trainer:
         return np.random.SeedSequence([tc.seed, 0xD809, step]).generate_state(tc.batch_size * tc.grad_accum,
                                                                                dtype=np.uint64)
 
-    def _loss_and_grads(self, x, y, seeds):
+    def _loss_and_grads(self, x, y, seeds, soft=None):
         """Mean loss and flat gradients of one micro-batch, split over ``workers`` threads.
 
         NumPy releases the GIL inside BLAS and large ufuncs, so the pieces run in parallel; they are
         combined in a fixed order, weighted by their number of scored targets, so the result does not
         depend on timing.
         """
-        model, w, p = self.model, min(self.tc.workers, len(x)), self.tc.dropout
+        model, w, p, alpha = self.model, min(self.tc.workers, len(x)), self.tc.dropout, self.tc.distill_alpha
+        if soft is None:
+            soft = (None, None)
 
-        def one(x, y, seeds):
-            return model.loss_and_grads(x, y, dropout=p, dropout_seeds=seeds) if p else model.loss_and_grads(x, y)
+        def one(x, y, seeds, si, sp):
+            kw = {"soft": (si, sp, alpha)} if si is not None else {}
+            if p:
+                kw.update(dropout=p, dropout_seeds=seeds)
+            return model.loss_and_grads(x, y, **kw)
 
         if w <= 1:
-            loss, grads = one(x, y, seeds)
+            loss, grads = one(x, y, seeds, *soft)
             return loss, tree_flatten(grads)
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(w)
         xs, ys, ss = np.array_split(x, w), np.array_split(y, w), np.array_split(seeds, w)
+        sis, sps = [np.array_split(a, w) if a is not None else [None] * w for a in soft]
         counts = [int((yy >= 0).sum()) for yy in ys]
-        parts = [(xx, yy, s) for xx, yy, s, c in zip(xs, ys, ss, counts) if c > 0]
+        parts = [(xx, yy, s, si, sp) for xx, yy, s, si, sp, c in zip(xs, ys, ss, sis, sps, counts) if c > 0]
         counts = [c for c in counts if c > 0]
         results = list(self._pool.map(lambda a: one(*a), parts))
         total = sum(counts)
@@ -509,8 +529,55 @@ def add_train_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="threads per micro-batch (data parallel)")
     p.add_argument("--backend", default=None, help="numpy, cupy or auto")
+    p.add_argument("--distill", nargs="+", metavar="CKPT", default=None,
+                   help="teacher checkpoints (run directories or their ckpt) whose averaged predictions the model "
+                        "also learns from (knowledge distillation; they share the tokenizer, which the new run reuses)")
+    p.add_argument("--distill-alpha", type=float, default=0.8,
+                   help="weight of the teachers' predictions in the target (with --distill)")
+    p.add_argument("--distill-k", type=int, default=32, help="teacher probabilities kept per position (top k)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _teacher_path(path) -> Path:
+    path = Path(path)
+    return path / "ckpt" if (path / "ckpt").is_dir() else path
+
+
+def load_teachers(paths, backend=None) -> tuple[list, object]:
+    """Teacher models from checkpoints: ([GPT, ...], the first one's tokenizer)."""
+    teachers, enc = [], None
+    for path in paths:
+        ck = load_checkpoint(_teacher_path(path))
+        if ck["enc"] is None:
+            raise CheckpointError(f"teacher {ck['path']} has no tokenizer")
+        if enc is None:
+            enc = ck["enc"]
+        elif ck["enc"].n_vocab != enc.n_vocab or ck["enc"]._mergeable_ranks != enc._mergeable_ranks:
+            raise CheckpointError(f"teacher {ck['path']} has a different tokenizer from {paths[0]}")
+        cfg = GPTConfig.from_dict(ck["state"]["config"])
+        teachers.append(GPT(cfg, params=tree_unflatten(ck["weights"], cfg.n_layer), backend=backend))
+    return teachers, enc
+
+
+def prepare_teacher_targets(paths, train_ids, out: Path, k: int, backend=None, log=print):
+    """The teachers' top-k targets for every training position, computed once and kept in OUT/teachers.npz."""
+    from .distill import teacher_targets
+
+    cache = out / "teachers.npz"
+    meta = {"teachers": [str(p) for p in paths], "k": k, "tokens": len(train_ids)}
+    if cache.exists():
+        with np.load(cache) as z:
+            if json.loads(str(z["meta"])) == meta:
+                return z["idx"], z["p"]
+        log(f"{cache} was made for other teachers or data; recomputing it")
+    teachers, _ = load_teachers(paths, backend)
+    log(f"computing {len(teachers)} teacher(s)' predictions for {len(train_ids):,} training positions (once)")
+    idx, p = teacher_targets(teachers, train_ids, k=k, progress=True)
+    tmp = out / "teachers.tmp.npz"
+    np.savez(tmp, idx=idx, p=p, meta=json.dumps(meta))
+    tmp.replace(cache)  # atomic: a kill leaves either no cache or a whole one
+    return idx, p
 
 
 def config_from_args(args) -> GPTConfig:
@@ -530,7 +597,8 @@ def run_train(args) -> Trainer:
                      warmup=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_windows=args.eval_windows,
                      ckpt_interval=args.ckpt_interval, seed=args.seed, workers=args.workers,
-                     max_minutes=args.max_minutes)
+                     max_minutes=args.max_minutes, distill_alpha=args.distill_alpha if args.distill else 0.0)
+    teachers = args.distill
     if args.resume:
         ck = load_checkpoint(out / "ckpt")  # refuse a corrupted one before doing any work
         cfg = GPTConfig.from_dict(ck["state"]["config"])
@@ -541,15 +609,26 @@ def run_train(args) -> Trainer:
             print(f"changing max_steps from {saved.max_steps} to {args.steps}")
             tc = dataclasses.replace(tc, max_steps=args.steps)
         enc = ck["enc"]
+        teachers = ck["state"].get("distill", {}).get("teachers")
     else:
         cfg = config_from_args(args)
         enc = None
+        if teachers:
+            _, enc = load_teachers(teachers[:1])  # the student speaks the teachers' tokens
+            if enc.n_vocab != cfg.vocab_size:
+                raise SystemExit(f"the teachers' tokenizer has {enc.n_vocab} tokens; the model has vocab_size "
+                                 f"{cfg.vocab_size} (give --vocab-size {enc.n_vocab})")
     enc, train_ids, val_ids = prepare_data(args.data, cfg.vocab_size, out_dir=out, enc=enc)
     print(f"corpus: {len(train_ids):,} training tokens, {len(val_ids):,} held-out tokens")
     model = GPT(cfg, seed=args.seed, backend=args.backend)
     print(model)
-    trainer = Trainer(model, train_ids, val_ids, tc, out_dir=out, enc=enc,
-                      extra_state={"data": list(args.data)})
+    extra = {"data": list(args.data)}
+    soft = None
+    if teachers:
+        k = ck["state"]["distill"]["k"] if args.resume else args.distill_k
+        soft = prepare_teacher_targets(teachers, train_ids, out, k, backend=args.backend)
+        extra["distill"] = {"teachers": [str(t) for t in teachers], "k": k, "alpha": tc.distill_alpha}
+    trainer = Trainer(model, train_ids, val_ids, tc, out_dir=out, enc=enc, extra_state=extra, soft=soft)
     if args.resume:
         trainer.load(out / "ckpt")
         print(f"resumed at step {trainer.step}")

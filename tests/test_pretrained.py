@@ -158,3 +158,42 @@ def test_readme_quotes_the_model_card(metrics):
     assert f"--steps {metrics['train']['max_steps']}" in readme
     assert f"--dropout {metrics['train']['dropout']:g}" in readme
     assert f"stride={metrics['stride']})" in readme and f"scores {metrics['stride_bits_per_byte']:.3f}" in readme
+
+
+def _makefile_runs():
+    """The runs of ``make course-model``: {out dir: parsed ``python -m engine train`` arguments}."""
+    import argparse
+    import re
+    import shlex
+
+    from engine.train import add_train_arguments
+
+    text = (pretrained.asset_dir().parents[2] / "Makefile").read_text().replace("\\\n", " ")
+    common = shlex.split(re.search(r"^COURSE_TRAIN := .*?-m engine train (.*)$", text, re.M).group(1))
+    fixed = shlex.split(re.search(r"else \$\(COURSE_TRAIN\) --out \$\(1\) (.*?) \$\(2\); fi", text).group(1))
+    p = add_train_arguments(argparse.ArgumentParser())
+    runs = {}
+    for out, args in re.findall(r"\$\(call COURSE_RUN,([^,]+),([^)]*)\)", text):
+        runs[out] = p.parse_args(common + ["--out", out] + fixed + shlex.split(args))
+    return runs
+
+
+def test_the_documented_recipe_is_the_one_shipped(metrics):
+    """``make course-model`` (the model card's command) trains what the card describes, teachers included."""
+    from engine.train import config_from_args
+
+    runs = _makefile_runs()
+    student = runs.pop("runs/shakespeare")
+    t = metrics["train"]
+    assert (student.steps, student.lr, student.dropout, student.batch_size, student.warmup) == (
+        t["max_steps"], t["lr"], t["dropout"], t["batch_size"], t["warmup"])
+    assert config_from_args(student).to_dict() == metrics["config"]
+    d = metrics["distill"]
+    assert student.distill == list(runs) and len(d["teachers"]) == len(runs)
+    assert (student.distill_alpha, student.distill_k) == (d["alpha"], d["k"]) == (t["distill_alpha"], d["k"])
+    for args, teacher in zip(runs.values(), d["teachers"]):
+        tt = teacher["train"]
+        assert (args.steps, args.lr, args.dropout, args.batch_size) == (tt["max_steps"], tt["lr"], tt["dropout"],
+                                                                        tt["batch_size"]), teacher["run"]
+        assert config_from_args(args).to_dict() == teacher["config"], teacher["run"]
+    assert "make course-model" in (pretrained.asset_dir() / "MODEL_CARD.md").read_text()
