@@ -53,7 +53,7 @@ test: book browser-deps
 bench: $(STAMP)
 	$(PY) -m bench
 
-# The shipped course model (engine/assets/shakespeare) from scratch, about 6.5 hours on two cores:
+# The shipped course model (engine/assets/shakespeare) from scratch, about 8 hours on two cores:
 # three teachers, then the shipped model, which learns from their averaged predictions as well as from
 # the text (engine/distill.py), then the export that writes the assets and the model card. Run it
 # again after an interruption: each run continues from its last checkpoint (a finished one is skipped).
@@ -64,7 +64,7 @@ course-model: $(STAMP)
 	$(call COURSE_RUN,runs/teacher-a,--dropout 0.1 --steps 7000)
 	$(call COURSE_RUN,runs/teacher-b,--dropout 0.1 --steps 7000 --d-model 256 --n-head 8 --lr 1.5e-3)
 	$(call COURSE_RUN,runs/teacher-c,--dropout 0.2 --steps 8000)
-	$(call COURSE_RUN,runs/shakespeare,--dropout 0.1 --steps 7000 \
+	$(call COURSE_RUN,runs/shakespeare,--dropout 0.1 --steps 14000 \
 	  --distill runs/teacher-a runs/teacher-b runs/teacher-c --distill-alpha 0.8)
 	$(PY) -c "from engine.pretrained import export; export('runs/shakespeare')"
 

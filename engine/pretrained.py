@@ -336,7 +336,8 @@ This {verdict} (judged on the non-overlapping windows above). For scale, count-b
 
 ## Limitations
 
-Trained on about {m["tokens_seen"] / 1e6:.1f} million tokens on two CPU cores, so it is far from converged:
+A {m["n_params"] / 1e6:.1f}M-parameter model that has seen {m["train_tokens"] / 1e6:.1f} million tokens of text (GPT-3: 175 billion
+parameters, 300 billion tokens):
 it repeats itself, loses track of who is speaking, and invents words. It has seen only early modern
 English verse and prose, and will continue anything in that style. Not for any use beyond learning how
 these models work.
