@@ -14,7 +14,7 @@ Command line: ``python -m engine train --help`` (``add_train_arguments`` /
 three teacher runs, then this one::
 
     OPENBLAS_NUM_THREADS=1 python -m engine train --data shakespeare --out runs/shakespeare --workers 2 \
-        --batch-size 8 --dropout 0.1 --steps 7000 --warmup 200 \
+        --batch-size 8 --dropout 0.1 --steps 14000 --warmup 200 \
         --distill runs/teacher-a runs/teacher-b runs/teacher-c --distill-alpha 0.8
 """
 from __future__ import annotations
@@ -493,7 +493,7 @@ def prepare_data(data, vocab_size: int, out_dir=None, enc=None, download: bool =
 
 
 # ---------------------------------------------------------------------- command line
-DEFAULT_STEPS = 2800  # default length of a run (the shipped model used --steps 7000: see its model card)
+DEFAULT_STEPS = 2800  # default length of a run (the shipped model used --steps 14000: see its model card)
 
 
 def add_train_arguments(p):
