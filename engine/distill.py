@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_module, to_numpy
+from .layers import cross_entropy_forward
 
 
 # ---------------------------------------------------------------------- the loss
@@ -33,14 +34,8 @@ def distill_cross_entropy_forward(logits, targets, soft_idx, soft_p, alpha: floa
     (distinct within a row); soft_p: (B, T, k) their teacher probabilities (a row may be all zero:
     then q is the one-hot target). Returns (loss (scalar), cache).
     """
-    xp = array_module(logits)
-    z = logits - logits.max(axis=-1, keepdims=True)
-    logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
-    mask = targets >= 0
-    n = int(mask.sum())
-    if n == 0:
-        raise ValueError("distill_cross_entropy: every target is -1 (masked); nothing to score")
-    safe = xp.where(mask, targets, 0)
+    _, (logp, safe, mask, n) = cross_entropy_forward(logits, targets)  # its log-softmax, mask and count
+    xp = array_module(logp)
     p = xp.asarray(soft_p, dtype=logp.dtype) * logp.dtype.type(alpha)   # alpha * p_topk
     idx = xp.asarray(soft_idx, dtype=xp.int64)
     hard = 1.0 - p.sum(axis=-1)                                           # 1 - alpha * s
@@ -71,9 +66,9 @@ def teacher_targets(teachers, ids, k: int = 32, stride: int | None = None, batch
     """The teachers' averaged next-token distribution at every position of a token stream, top-k.
 
     teachers: GPT models sharing one tokenizer and context length; ids: (N,) the training stream.
-    Row j is the prediction of ids[j + 1] from the tokens up to j, read from overlapping windows
-    (``stride``, default n_ctx / 2) so that every position past the first window has at least
-    n_ctx - stride tokens of context. Returns (idx (N, k) int16/int32, p (N, k) float16); the
+    Row j is the prediction of ids[j + 1] from the tokens up to j, read from non-overlapping windows
+    (``stride`` None), or from a window every ``stride`` tokens, so that every position past the
+    first window has at least n_ctx - stride tokens of context. Returns (idx (N, k) int16/int32, p (N, k) float16); the
     last row, and any the windows do not reach, are all zero (there: the one-hot target).
     """
     from .train import eval_windows
