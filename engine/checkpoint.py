@@ -14,6 +14,10 @@ disk, then renamed into place (the previous checkpoint is kept as ``<name>.old``
 until the rename is done), so a crash or a kill during a save never leaves
 only a half-written checkpoint. Loading checks every file against the manifest
 and refuses a corrupted checkpoint with a clear error.
+
+Weight snapshots (``save_snapshot``) are lighter: the weights alone, one file per
+step under ``run/snapshots``, kept so that the last few can be averaged
+(``average_weights``) into the model that is shipped.
 """
 from __future__ import annotations
 
@@ -137,3 +141,65 @@ def load_checkpoint(path, verify_hashes: bool = True) -> dict:
 
         enc = load_encoding(path / "tokenizer.tiktoken")
     return {"weights": weights, "optim": optim, "state": state, "enc": enc, "path": path}
+
+
+# ---------------------------------------------------------------------- weight snapshots
+SNAPSHOTS = "snapshots"
+
+
+def save_snapshot(run_dir, step: int, weights: dict) -> Path:
+    """Atomically write the weights alone as ``run_dir/snapshots/step{step}.safetensors``.
+
+    Snapshots are for averaging the weights of the last steps of a run (``average_weights``); they
+    hold no optimizer state and cannot be resumed from. The step is stored in the file's metadata.
+    """
+    d = Path(run_dir) / SNAPSHOTS
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"step{step:07d}.safetensors"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=d)
+    os.close(fd)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp, metadata={"step": str(step)})
+        _fsync(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def list_snapshots(run_dir) -> list[tuple[int, Path]]:
+    """The run's weight snapshots as (step, path), oldest first."""
+    d = Path(run_dir) / SNAPSHOTS
+    found = []
+    for p in d.glob("step*.safetensors") if d.is_dir() else ():
+        try:
+            found.append((int(p.name[4:-len(".safetensors")]), p))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def average_weights(paths) -> dict:
+    """The element-wise mean of the weights in several safetensors files (same names and shapes).
+
+    Summed in float64 (one file in memory at a time), returned in the files' own dtype.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("average_weights needs at least one file")
+    total, dtypes = None, None
+    for p in paths:
+        try:
+            w = load_file(str(p))
+        except Exception as e:  # noqa: BLE001 - name the file
+            raise CheckpointError(f"snapshot {p} could not be read: {e}") from e
+        if total is None:
+            total = {k: v.astype(np.float64) for k, v in w.items()}
+            dtypes = {k: v.dtype for k, v in w.items()}
+            continue
+        if w.keys() != total.keys() or any(w[k].shape != total[k].shape for k in w):
+            raise CheckpointError(f"snapshot {p} has other tensors than {paths[0]}: they are not of one model")
+        for k, v in w.items():
+            total[k] += v
+    return {k: (v / len(paths)).astype(dtypes[k]) for k, v in total.items()}

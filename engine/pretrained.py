@@ -89,11 +89,14 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machine: str = "", log=print) -> dict:
+def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machine: str = "", log=print,
+           average: int = 0) -> dict:
     """Write a run's checkpoint (``ckpt``, the latest, or ``best`` by periodic validation loss) as shipped assets.
 
     Re-measures the validation loss on every held-out window, and on the first
-    ``CHECK_WINDOWS`` windows (the slice the tests recompute).
+    ``CHECK_WINDOWS`` windows (the slice the tests recompute). ``average=K`` (K >= 2) ships instead
+    the mean of the weights of the run's last K snapshots (``train --snapshot-every``), the last one
+    being the end of training; the end of training alone is scored too, for comparison.
     """
     from safetensors.numpy import save_file
 
@@ -104,15 +107,26 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
 
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else asset_dir("shakespeare")
-    out.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(run_dir / which)
     last = load_checkpoint(run_dir / "ckpt")["state"]  # the full history lives in the latest checkpoint
     st = ck["state"]
     cfg = GPTConfig.from_dict(st["config"])
     enc = ck["enc"]
-    model = GPT(cfg, params=tree_unflatten(ck["weights"], cfg.n_layer))
+    snaps = _snapshots_to_average(run_dir, ck, average, which)  # refuse a bad request before any work
+    out.mkdir(parents=True, exist_ok=True)
     train_texts, val_texts = shakespeare_split()
     val_ids = encode_texts(enc, val_texts)
+    weights, averaged = ck["weights"], None
+    if snaps:
+        from .checkpoint import average_weights
+
+        alone = evaluate(GPT(cfg, params=tree_unflatten(weights, cfg.n_layer)), val_ids, enc, progress=True)
+        weights = average_weights([p for _, p in snaps])
+        averaged = {"steps": [s for s, _ in snaps], "last_loss_nats_per_token": alone["loss"],
+                    "last_bits_per_byte": alone["bpb"]}
+        log(f"end of training alone: {alone['loss']:.4f} nats/token, {alone['bpb']:.4f} bits/byte; "
+            f"shipping the average of steps {averaged['steps']}")
+    model = GPT(cfg, params=tree_unflatten(weights, cfg.n_layer))
     full = evaluate(model, val_ids, enc, progress=True)
     check = evaluate(model, val_ids, enc, max_windows=CHECK_WINDOWS)
     stride = cfg.n_ctx // 2
@@ -124,7 +138,7 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
     log(f"held-out: {full['loss']:.4f} nats/token, {full['bpb']:.4f} bits/byte over {full['tokens']:,} tokens")
     distill = _teachers_report(st["distill"], val_ids, enc) if st.get("distill") else None
 
-    save_file({k: v.astype("float32") for k, v in ck["weights"].items()}, str(out / "model.safetensors"))
+    save_file({k: v.astype("float32") for k, v in weights.items()}, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     save_encoding(enc, out / "tokenizer.tiktoken")
     h = last["history"]
@@ -133,8 +147,10 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
         "config": cfg.to_dict(),
         "n_params": cfg.n_params(),
         "step": st["step"],
-        "which": ("the end of training" if which == "ckpt" else "the checkpoint with the lowest periodic "
+        "which": (f"the end of training, averaged with the {len(snaps) - 1} snapshots before it" if snaps else
+                  "the end of training" if which == "ckpt" else "the checkpoint with the lowest periodic "
                   "validation loss"),
+        "averaged": averaged,
         "steps_run": last["step"],
         "tokens_seen": st["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx,
         "train_tokens": train_ids_n,
@@ -171,6 +187,45 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
     manifest = {f: _sha256(out / f) for f in ("model.safetensors", "config.json", "tokenizer.tiktoken")}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return metrics
+
+
+def _snapshots_to_average(run_dir: Path, ck: dict, average: int, which: str) -> list:
+    """The last ``average`` weight snapshots of a run, ending at its checkpoint's step ([] for none)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from .checkpoint import list_snapshots
+
+    if average < 0 or average == 1:
+        raise ValueError(f"average must be 0 (ship the checkpoint) or a number of snapshots >= 2, not {average}")
+    if not average:
+        return []
+    if which != "ckpt":
+        raise ValueError("average= averages the snapshots up to the end of training; use it with which='ckpt'")
+    step = ck["state"]["step"]
+    snaps = [(s, p) for s, p in list_snapshots(run_dir) if s <= step]
+    if len(snaps) < average or snaps[-1][0] != step:
+        have = ", ".join(str(s) for s, _ in snaps) or "none"
+        raise ValueError(f"average={average} needs {average} snapshots in {run_dir / 'snapshots'} ending at the "
+                         f"checkpoint's step {step:,} (train with --snapshot-every); there are: {have}")
+    final = load_file(str(snaps[-1][1]))
+    if final.keys() != ck["weights"].keys() or any(not np.array_equal(final[k], v) for k, v in ck["weights"].items()):
+        raise ValueError(f"the snapshot of step {step:,} is not the checkpoint's weights: {run_dir / 'snapshots'} "
+                         "holds another run's snapshots")
+    return snaps[-average:]
+
+
+def _averaged_text(m: dict) -> str:
+    a = m.get("averaged")
+    if not a:
+        return ""
+    steps = a["steps"]
+    return (f"They are the element-wise average of the weights at steps {', '.join(f'{s:,}' for s in steps)} "
+            f"(`train --snapshot-every {m['train'].get('snapshot_every')}`, `export(..., average={len(steps)})`): averaging "
+            "the iterates of stochastic gradient descent (Polyak and Juditsky 1992), as Vaswani et al. (2017) "
+            "averaged their last checkpoints, lands nearer the middle of the valley the last steps wander "
+            f"in. On the whole held-out set the average scores {m['val_bits_per_byte']:.3f} bits per byte, "
+            f"the weights of the last step alone {a['last_bits_per_byte']:.3f}.\n")
 
 
 def _teachers_report(d: dict, val_ids, enc) -> dict:
@@ -308,7 +363,7 @@ at {t["grad_clip"]}, linear warm-up over {t["warmup"]} steps to {t["lr"]:g}, cos
 Batches of {t["batch_size"]} random windows of {c["n_ctx"]} tokens ({t["batch_size"] * c["n_ctx"]:,} tokens per step).
 {_dropout_line(t.get("dropout", 0.0))}The weights shipped are those of step {m["step"]} ({m["which"]}), after
 {m["tokens_seen"]:,} tokens seen ({m["tokens_seen"] / m["train_tokens"]:.1f} passes over the training text).
-{_teachers_text(m)}
+{_averaged_text(m)}{_teachers_text(m)}
 - Command: {m["command"]}
 - Machine: {m["machine"]}
 - Wall time: {hours * 60:.0f} minutes of training ({m["tokens_per_s"]:,.0f} tokens/s on average){_teacher_time(m)}

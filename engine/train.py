@@ -6,7 +6,8 @@ every parameter (Brown et al. 2020, Appendix B). Gradient accumulation adds the
 gradients of several micro-batches before a step, so a large batch fits in a
 small memory. Every so often the loss on held-out text is measured and a
 checkpoint is written (see ``engine.checkpoint``); ``resume`` continues a run
-bit for bit.
+bit for bit. With ``snapshot_every`` the weights alone are also kept every so
+many steps, so that the export can ship the average of the last few.
 
 Command line: ``python -m engine train --help`` (``add_train_arguments`` /
 ``run_train``); ``--distill RUN ...`` adds teachers' predictions to the targets
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_numpy
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
 from .config import GPTConfig
 from .distill import gather_targets
 from .layers import cross_entropy_forward
@@ -68,6 +69,7 @@ class TrainConfig:
     eval_interval: int = 100
     eval_windows: int = 32        # held-out windows used by the periodic validation (all at the end)
     ckpt_interval: int = 100
+    snapshot_every: int = 0       # also keep the weights every this many steps, for averaging (0: never)
     seed: int = 0
     workers: int = 1              # threads that split each micro-batch (data parallel; same result)
     max_minutes: float | None = None  # stop (and save) after this much wall time
@@ -456,6 +458,8 @@ class Trainer:
                         self.save("best", with_optim=False)
                 if self.out_dir is not None and ((tc.ckpt_interval and self.step % tc.ckpt_interval == 0) or last):
                     self.save("ckpt")
+                if self.out_dir is not None and tc.snapshot_every and (self.step % tc.snapshot_every == 0 or last):
+                    save_snapshot(self.out_dir, self.step, self.model.state_dict())
                 if tc.max_minutes is not None and self.elapsed >= tc.max_minutes * 60:
                     log(f"time limit of {tc.max_minutes} min reached at step {self.step}")
                     interrupted = True
@@ -525,6 +529,9 @@ def add_train_arguments(p):
     p.add_argument("--eval-interval", type=int, default=TrainConfig.eval_interval)
     p.add_argument("--eval-windows", type=int, default=48)
     p.add_argument("--ckpt-interval", type=int, default=50)
+    p.add_argument("--snapshot-every", type=int, default=None,
+                   help="keep the weights every N steps in OUT/snapshots, to average the last few at export "
+                        "(default: none; may be set on --resume)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="threads per micro-batch (data parallel)")
@@ -596,14 +603,19 @@ def run_train(args) -> Trainer:
                      max_steps=DEFAULT_STEPS if args.steps is None else args.steps, lr=args.lr,
                      warmup=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_windows=args.eval_windows,
-                     ckpt_interval=args.ckpt_interval, seed=args.seed, workers=args.workers,
-                     max_minutes=args.max_minutes, distill_alpha=args.distill_alpha if args.distill else 0.0)
+                     ckpt_interval=args.ckpt_interval, snapshot_every=args.snapshot_every or 0, seed=args.seed,
+                     workers=args.workers, max_minutes=args.max_minutes,
+                     distill_alpha=args.distill_alpha if args.distill else 0.0)
+    if tc.snapshot_every < 0:
+        raise ValueError(f"--snapshot-every must be a positive number of steps, not {tc.snapshot_every}")
     teachers = args.distill
     if args.resume:
         ck = load_checkpoint(out / "ckpt")  # refuse a corrupted one before doing any work
         cfg = GPTConfig.from_dict(ck["state"]["config"])
         saved = TrainConfig.from_dict(ck["state"]["train"])
         tc = dataclasses.replace(saved, max_minutes=args.max_minutes)
+        if args.snapshot_every is not None:  # snapshots do not change the training, only what is kept
+            tc = dataclasses.replace(tc, snapshot_every=args.snapshot_every)
         if args.steps is not None and args.steps != saved.max_steps:
             # a new horizon: the cosine schedule is stretched/shrunk from here on (no longer bit for bit)
             print(f"changing max_steps from {saved.max_steps} to {args.steps}")

@@ -185,3 +185,66 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"resumed at step {step}" in r.stdout
     assert load_checkpoint(tmp_path / "ckpt")["state"]["step"] == step + 2
+
+
+def test_snapshots_are_the_weights_at_their_steps(book, tmp_path):
+    from engine.checkpoint import list_snapshots
+    from safetensors import safe_open
+
+    t = make_trainer(book, tmp_path / "a", steps=8)
+    t.tc.snapshot_every = 3
+    t.run(progress=False)
+    snaps = list_snapshots(tmp_path / "a")
+    assert [s for s, _ in snaps] == [3, 6, 8]  # every 3 steps, and the end of training
+    with safe_open(str(snaps[0][1]), "np") as f:
+        assert f.metadata() == {"step": "3"}
+    ck = load_checkpoint(tmp_path / "a" / "ckpt")["weights"]
+    from safetensors.numpy import load_file
+
+    for k, v in load_file(str(snaps[-1][1])).items():
+        np.testing.assert_array_equal(v, ck[k])
+    stopped = make_trainer(book, None, steps=8)
+    stopped.run(progress=False, stop_at=3)
+    for k, v in load_file(str(snaps[0][1])).items():
+        np.testing.assert_array_equal(v, stopped.model.state_dict()[k])
+    # taking snapshots does not change the training
+    plain = make_trainer(book, None, steps=8)
+    plain.run(progress=False)
+    assert plain.history["loss"] == t.history["loss"]
+
+
+def test_average_weights_is_the_element_wise_mean(tmp_path):
+    from engine.checkpoint import average_weights, list_snapshots, save_snapshot
+
+    rng = np.random.default_rng(0)
+    ws = [{"a": rng.standard_normal((3, 4)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+          for _ in range(3)]
+    for step, w in zip((10, 200, 30), ws):
+        save_snapshot(tmp_path, step, w)
+    (tmp_path / "snapshots" / "stepnotes.safetensors").write_text("not a snapshot")
+    snaps = list_snapshots(tmp_path)
+    assert [s for s, _ in snaps] == [10, 30, 200]
+    avg = average_weights([p for _, p in snaps])
+    for k in ("a", "b"):
+        assert avg[k].dtype == np.float32
+        np.testing.assert_allclose(avg[k], sum(w[k].astype(np.float64) for w in ws) / 3, rtol=1e-6)
+    save_snapshot(tmp_path, 40, {"a": ws[0]["a"][:2], "b": ws[0]["b"]})
+    with pytest.raises(CheckpointError, match="not of one model"):
+        average_weights([p for _, p in list_snapshots(tmp_path)])
+    with pytest.raises(ValueError, match="at least one"):
+        average_weights([])
+
+
+def test_snapshot_every_from_the_command_line_and_on_resume(tmp_path):
+    from engine.checkpoint import list_snapshots
+    from engine.train import main as train_main
+
+    common = ["--preset", "course-tiny", "--data", "book", "--batch-size", "2", "--eval-interval", "0",
+              "--no-progress", "--out", str(tmp_path)]
+    train_main(common + ["--steps", "3"])
+    assert list_snapshots(tmp_path) == []  # off by default
+    train_main(common + ["--resume", "--steps", "6", "--snapshot-every", "2"])
+    assert [s for s, _ in list_snapshots(tmp_path)] == [4, 6]
+    assert load_checkpoint(tmp_path / "ckpt")["state"]["train"]["snapshot_every"] == 2
+    with pytest.raises(ValueError, match="snapshot-every"):
+        train_main(common + ["--resume", "--snapshot-every", "-1"])

@@ -12,6 +12,7 @@ ordinary variation between passages; 0.15 bits/byte is about three times what wa
 """
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -197,3 +198,53 @@ def test_the_documented_recipe_is_the_one_shipped(metrics):
                                                                         tt["batch_size"]), teacher["run"]
         assert config_from_args(args).to_dict() == teacher["config"], teacher["run"]
     assert "make course-model" in (pretrained.asset_dir() / "MODEL_CARD.md").read_text()
+    # weight averaging: the student keeps snapshots as often as the card says, and the export averages as many
+    makefile = (pretrained.asset_dir().parents[2] / "Makefile").read_text()
+    exported = re.search(r"export\('runs/shakespeare'(?:, average=(\d+))?\)", makefile)
+    a = metrics.get("averaged")
+    assert int(exported.group(1) or 0) == (len(a["steps"]) if a else 0)
+    if a:
+        assert student.snapshot_every == t["snapshot_every"] and a["steps"][-1] == t["max_steps"]
+
+
+def test_export_can_ship_the_average_of_the_last_snapshots(tmp_path, monkeypatch):
+    """``export(average=K)`` ships the mean of the last K snapshots and scores the last step alone too."""
+    from safetensors.numpy import load_file
+
+    from engine import data
+    from engine.checkpoint import list_snapshots, load_checkpoint, save_snapshot
+    from engine.data import load_corpus
+    from engine.model import GPT, tree_unflatten
+    from engine.train import main as train_main
+
+    run = tmp_path / "run"
+    train_main(["--preset", "course-tiny", "--data", "book", "--batch-size", "2", "--eval-interval", "0",
+                "--no-progress", "--out", str(run), "--steps", "4", "--snapshot-every", "1", "--lr", "1e-2"])
+    monkeypatch.setattr(data, "shakespeare_split", lambda: load_corpus("book"))
+    quiet = dict(out_dir=tmp_path / "assets", log=lambda *a: None)
+    with pytest.raises(ValueError, match="needs 5 snapshots"):
+        pretrained.export(run, average=5, **quiet)
+    with pytest.raises(ValueError, match=">= 2"):
+        pretrained.export(run, average=1, **quiet)
+    assert not (tmp_path / "assets").exists()  # refused before anything was written
+    m = pretrained.export(run, average=3, **quiet)
+    snaps = list_snapshots(run)[-3:]
+    shipped = load_file(str(tmp_path / "assets" / "model.safetensors"))
+    for k, v in shipped.items():
+        ref = np.mean([load_file(str(p))[k].astype(np.float64) for _, p in snaps], axis=0)
+        np.testing.assert_allclose(v, ref, rtol=1e-5, atol=1e-7)
+    a = m["averaged"]
+    assert a["steps"] == [2, 3, 4] and m["step"] == 4
+    ck = load_checkpoint(run / "ckpt")
+    cfg = pretrained.GPTConfig.from_dict(ck["state"]["config"])
+    val = encode_texts(ck["enc"], load_corpus("book")[1])
+    alone = evaluate(GPT(cfg, params=tree_unflatten(ck["weights"], cfg.n_layer)), val, ck["enc"])
+    assert a["last_bits_per_byte"] == pytest.approx(alone["bpb"], rel=1e-6)
+    assert m["val_bits_per_byte"] != pytest.approx(alone["bpb"], rel=1e-6)  # a different model was scored
+    card = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    assert "average of the weights at steps 2, 3, 4 (`train --snapshot-every 1`" in card
+    assert f"{a['last_bits_per_byte']:.3f}" in card
+    # snapshots left by another run are refused
+    save_snapshot(run, 4, {k: v + 1 for k, v in ck["weights"].items()})
+    with pytest.raises(ValueError, match="another run"):
+        pretrained.export(run, average=2, **quiet)
