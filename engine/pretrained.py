@@ -268,7 +268,7 @@ training text the teachers' {d["k"]} most likely next tokens and their probabili
 the training target is {d["alpha"]:g} x those probabilities, plus the rest of the probability on the token
 that really came next. Models trained the same way disagree on new text in ways that cancel when their
 predictions are averaged: the average scores better than any of them, and the student inherits much of
-that from one set of weights the size of the smallest teacher.
+that from one set of weights no larger than one teacher's.
 
 | teacher | layers x width | dropout | peak lr | steps | training time | held-out bits/byte |
 | --- | --- | --- | --- | --- | --- | --- |
