@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_numpy
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
+from .checkpoint import CheckpointError, list_snapshots, load_checkpoint, save_checkpoint, save_snapshot
 from .config import GPTConfig
 from .distill import gather_targets
 from .layers import cross_entropy_forward
@@ -70,6 +70,7 @@ class TrainConfig:
     eval_windows: int = 32        # held-out windows used by the periodic validation (all at the end)
     ckpt_interval: int = 100
     snapshot_every: int = 0       # also keep the weights every this many steps, for averaging (0: never)
+    keep_snapshots: int = 0       # delete all but the newest this many snapshots (0: keep them all)
     seed: int = 0
     workers: int = 1              # threads that split each micro-batch (data parallel; same result)
     max_minutes: float | None = None  # stop (and save) after this much wall time
@@ -460,6 +461,8 @@ class Trainer:
                     self.save("ckpt")
                 if self.out_dir is not None and tc.snapshot_every and (self.step % tc.snapshot_every == 0 or last):
                     save_snapshot(self.out_dir, self.step, self.model.state_dict())
+                    for _, old in list_snapshots(self.out_dir)[:-tc.keep_snapshots] if tc.keep_snapshots else ():
+                        old.unlink()
                 if tc.max_minutes is not None and self.elapsed >= tc.max_minutes * 60:
                     log(f"time limit of {tc.max_minutes} min reached at step {self.step}")
                     interrupted = True
@@ -532,6 +535,8 @@ def add_train_arguments(p):
     p.add_argument("--snapshot-every", type=int, default=None,
                    help="keep the weights every N steps in OUT/snapshots, to average the last few at export "
                         "(default: none; may be set on --resume)")
+    p.add_argument("--keep-snapshots", type=int, default=None,
+                   help="keep only the newest N snapshots (default: all; may be set on --resume)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="threads per micro-batch (data parallel)")
@@ -603,19 +608,22 @@ def run_train(args) -> Trainer:
                      max_steps=DEFAULT_STEPS if args.steps is None else args.steps, lr=args.lr,
                      warmup=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_windows=args.eval_windows,
-                     ckpt_interval=args.ckpt_interval, snapshot_every=args.snapshot_every or 0, seed=args.seed,
+                     ckpt_interval=args.ckpt_interval, snapshot_every=args.snapshot_every or 0,
+                     keep_snapshots=args.keep_snapshots or 0, seed=args.seed,
                      workers=args.workers, max_minutes=args.max_minutes,
                      distill_alpha=args.distill_alpha if args.distill else 0.0)
-    if tc.snapshot_every < 0:
-        raise ValueError(f"--snapshot-every must be a positive number of steps, not {tc.snapshot_every}")
+    if tc.snapshot_every < 0 or tc.keep_snapshots < 0:
+        raise ValueError("--snapshot-every and --keep-snapshots must be positive, not "
+                         f"{tc.snapshot_every} and {tc.keep_snapshots}")
     teachers = args.distill
     if args.resume:
         ck = load_checkpoint(out / "ckpt")  # refuse a corrupted one before doing any work
         cfg = GPTConfig.from_dict(ck["state"]["config"])
         saved = TrainConfig.from_dict(ck["state"]["train"])
         tc = dataclasses.replace(saved, max_minutes=args.max_minutes)
-        if args.snapshot_every is not None:  # snapshots do not change the training, only what is kept
-            tc = dataclasses.replace(tc, snapshot_every=args.snapshot_every)
+        for name in ("snapshot_every", "keep_snapshots"):  # they change what is kept, not the training
+            if getattr(args, name) is not None:
+                tc = dataclasses.replace(tc, **{name: getattr(args, name)})
         if args.steps is not None and args.steps != saved.max_steps:
             # a new horizon: the cosine schedule is stretched/shrunk from here on (no longer bit for bit)
             print(f"changing max_steps from {saved.max_steps} to {args.steps}")

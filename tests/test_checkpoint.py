@@ -246,5 +246,10 @@ def test_snapshot_every_from_the_command_line_and_on_resume(tmp_path):
     train_main(common + ["--resume", "--steps", "6", "--snapshot-every", "2"])
     assert [s for s, _ in list_snapshots(tmp_path)] == [4, 6]
     assert load_checkpoint(tmp_path / "ckpt")["state"]["train"]["snapshot_every"] == 2
+    train_main(common + ["--resume", "--steps", "12", "--keep-snapshots", "3"])  # snapshot_every stays 2
+    assert [s for s, _ in list_snapshots(tmp_path)] == [8, 10, 12]  # the older ones deleted
+    assert load_checkpoint(tmp_path / "ckpt")["state"]["train"]["keep_snapshots"] == 3
     with pytest.raises(ValueError, match="snapshot-every"):
         train_main(common + ["--resume", "--snapshot-every", "-1"])
+    with pytest.raises(ValueError, match="keep-snapshots"):
+        train_main(common + ["--resume", "--keep-snapshots", "-2"])

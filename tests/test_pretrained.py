@@ -205,6 +205,7 @@ def test_the_documented_recipe_is_the_one_shipped(metrics):
     assert int(exported.group(1) or 0) == (len(a["steps"]) if a else 0)
     if a:
         assert student.snapshot_every == t["snapshot_every"] and a["steps"][-1] == t["max_steps"]
+        assert (student.keep_snapshots or 0) == t["keep_snapshots"] and t["keep_snapshots"] in (0, len(a["steps"]))
 
 
 def test_export_can_ship_the_average_of_the_last_snapshots(tmp_path, monkeypatch):
