@@ -457,12 +457,13 @@ class Trainer:
                     if r["loss"] < self.best_val:
                         self.best_val = r["loss"]
                         self.save("best", with_optim=False)
-                if self.out_dir is not None and ((tc.ckpt_interval and self.step % tc.ckpt_interval == 0) or last):
-                    self.save("ckpt")
+                # the snapshot before the checkpoint: a run killed between the two redoes the step and its snapshot
                 if self.out_dir is not None and tc.snapshot_every and (self.step % tc.snapshot_every == 0 or last):
                     save_snapshot(self.out_dir, self.step, self.model.state_dict())
                     for _, old in list_snapshots(self.out_dir)[:-tc.keep_snapshots] if tc.keep_snapshots else ():
                         old.unlink()
+                if self.out_dir is not None and ((tc.ckpt_interval and self.step % tc.ckpt_interval == 0) or last):
+                    self.save("ckpt")
                 if tc.max_minutes is not None and self.elapsed >= tc.max_minutes * 60:
                     log(f"time limit of {tc.max_minutes} min reached at step {self.step}")
                     interrupted = True
@@ -613,7 +614,7 @@ def run_train(args) -> Trainer:
                      workers=args.workers, max_minutes=args.max_minutes,
                      distill_alpha=args.distill_alpha if args.distill else 0.0)
     if tc.snapshot_every < 0 or tc.keep_snapshots < 0:
-        raise ValueError("--snapshot-every and --keep-snapshots must be positive, not "
+        raise ValueError("--snapshot-every and --keep-snapshots cannot be negative, not "
                          f"{tc.snapshot_every} and {tc.keep_snapshots}")
     teachers = args.distill
     if args.resume:
