@@ -221,7 +221,8 @@ def _averaged_text(m: dict) -> str:
         return ""
     steps = a["steps"]
     return (f"They are the element-wise average of the weights at steps {', '.join(f'{s:,}' for s in steps)} "
-            f"(`train --snapshot-every {m['train'].get('snapshot_every')}`, `export(..., average={len(steps)})`): averaging "
+            f"(`train --snapshot-every {m['train'].get('snapshot_every') or steps[1] - steps[0]}`, "
+            f"`export(..., average={len(steps)})`): averaging "
             "the iterates of stochastic gradient descent (Polyak and Juditsky 1992), as Vaswani et al. (2017) "
             "averaged their last checkpoints, lands nearer the middle of the valley the last steps wander "
             f"in. On the whole held-out set the average scores {m['val_bits_per_byte']:.3f} bits per byte, "

@@ -15,8 +15,10 @@ Command line: ``python -m engine train --help`` (``add_train_arguments`` /
 three teacher runs, then this one::
 
     OPENBLAS_NUM_THREADS=1 python -m engine train --data shakespeare --out runs/shakespeare --workers 2 \
-        --batch-size 8 --dropout 0.1 --steps 14000 --warmup 200 \
+        --batch-size 8 --dropout 0.1 --steps 14000 --warmup 200 --snapshot-every 500 --keep-snapshots 5 \
         --distill runs/teacher-a runs/teacher-b runs/teacher-c --distill-alpha 0.8
+
+and exported as the mean of its last five snapshots (``engine.pretrained.export(run, average=5)``).
 """
 from __future__ import annotations
 
