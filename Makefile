@@ -56,7 +56,8 @@ bench: $(STAMP)
 # The shipped course model (engine/assets/shakespeare) from scratch, about 8 hours on two cores:
 # three teachers, then the shipped model, which learns from their averaged predictions as well as from
 # the text (engine/distill.py), then the export that writes the assets and the model card (the mean of
-# the student's last five snapshots, 500 steps apart). Run it again after an interruption: each run
+# the student's last five snapshots, 500 steps apart, its logits divided by a temperature fitted on the
+# first 48 held-out windows: engine/calibrate.py). Run it again after an interruption: each run
 # continues from its last checkpoint (a finished one is skipped).
 COURSE_TRAIN := OPENBLAS_NUM_THREADS=1 $(PY) -m engine train --data shakespeare --workers 2 --no-progress
 COURSE_RUN = if [ -d $(1)/ckpt ]; then $(COURSE_TRAIN) --out $(1) --resume; \
@@ -67,7 +68,7 @@ course-model: $(STAMP)
 	$(call COURSE_RUN,runs/teacher-c,--dropout 0.2 --steps 8000)
 	$(call COURSE_RUN,runs/shakespeare,--dropout 0.1 --steps 14000 --snapshot-every 500 --keep-snapshots 5 \
 	  --distill runs/teacher-a runs/teacher-b runs/teacher-c --distill-alpha 0.8)
-	$(PY) -c "from engine.pretrained import export; export('runs/shakespeare', average=5)"
+	$(PY) -c "from engine.pretrained import export; export('runs/shakespeare', average=5, calibrate=48)"
 
 clean:
 	rm -rf _build

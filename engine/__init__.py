@@ -9,6 +9,7 @@ module             what it holds                               chapter
 ``optim``          AdamW, learning-rate schedule               2 Training
 ``train``          the training loop                           2 Training
 ``distill``        learning from teachers' predictions         2 Training
+``calibrate``      temperature scaling of the logits           2 Training
 ``checkpoint``     safe (atomic, hashed) checkpoints           2 Training
 ``pretrained``     the shipped Shakespeare model               2 Training
 ``tokenizer``      GPT-3's BPE through tiktoken                3 Tokens

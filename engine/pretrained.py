@@ -6,7 +6,10 @@ byte-level BPE tokenizer, as a ``tiktoken.Encoding``.
 
 ``export(run_dir)`` turns a training run into those assets: the weights, the
 config, the tokenizer, metrics measured again on the held-out plays, training
-and validation curves (PNG), and the model card.
+and validation curves (PNG), and the model card. ``export(..., calibrate=N)``
+first fits a temperature on the first N held-out windows and folds it into the
+weights (``engine/calibrate.py``); ``calibrate_shipped`` does the same to assets
+already exported.
 """
 from __future__ import annotations
 
@@ -90,23 +93,24 @@ def plot_curves(history: dict, path: Path, title: str) -> None:
 
 
 def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machine: str = "", log=print,
-           average: int = 0) -> dict:
+           average: int = 0, calibrate: int = 0) -> dict:
     """Write a run's checkpoint (``ckpt``, the latest, or ``best`` by periodic validation loss) as shipped assets.
 
     Re-measures the validation loss on every held-out window, and on the first
     ``CHECK_WINDOWS`` windows (the slice the tests recompute). ``average=K`` (K >= 2) ships instead
     the mean of the weights of the run's last K snapshots (``train --snapshot-every``), the last one
     being the end of training; the end of training alone is scored too, for comparison.
+    ``calibrate=N`` (N >= 1) then divides the logits by the temperature that fits the first N held-out
+    windows best, folded into the weights (``_calibrated``); the scores before it are kept in the metrics.
     """
-    from safetensors.numpy import save_file
-
-    from .bpe import save_encoding
     from .checkpoint import load_checkpoint
     from .data import HELD_OUT_PLAYS, encode_texts, shakespeare_split
-    from .train import evaluate, loss_by_position
+    from .train import evaluate
 
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else asset_dir("shakespeare")
+    if calibrate < 0:
+        raise ValueError(f"calibrate must be 0 (no calibration) or a number of held-out windows >= 1, not {calibrate}")
     ck = load_checkpoint(run_dir / which)
     last = load_checkpoint(run_dir / "ckpt")["state"]  # the full history lives in the latest checkpoint
     st = ck["state"]
@@ -127,20 +131,17 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
         log(f"end of training alone: {alone['loss']:.4f} nats/token, {alone['bpb']:.4f} bits/byte; "
             f"shipping the average of steps {averaged['steps']}")
     model = GPT(cfg, params=tree_unflatten(weights, cfg.n_layer))
-    full = evaluate(model, val_ids, enc, progress=True)
-    check = evaluate(model, val_ids, enc, max_windows=CHECK_WINDOWS)
-    stride = cfg.n_ctx // 2
-    overlapping = evaluate(model, val_ids, enc, stride=stride, progress=True)
-    by_pos = loss_by_position(model, val_ids, enc)
+    calibration = None
+    if calibrate:
+        model, calibration = _calibrated(model, val_ids, enc, calibrate, log)
+    scores = _held_out_scores(model, val_ids, enc)
     train_ids = encode_texts(enc, train_texts)
     train_ids_n = len(train_ids)
     baselines = ngram_baselines(train_ids, val_ids, enc)
-    log(f"held-out: {full['loss']:.4f} nats/token, {full['bpb']:.4f} bits/byte over {full['tokens']:,} tokens")
+    log(f"held-out: {scores['val_loss_nats_per_token']:.4f} nats/token, {scores['val_bits_per_byte']:.4f} bits/byte "
+        f"over {scores['val_tokens']:,} tokens")
     distill = _teachers_report(st["distill"], val_ids, enc) if st.get("distill") else None
 
-    save_file({k: v.astype("float32") for k, v in weights.items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    save_encoding(enc, out / "tokenizer.tiktoken")
     h = last["history"]
     metrics = {
         "name": "shakespeare",
@@ -151,11 +152,107 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
                   "the end of training" if which == "ckpt" else "the checkpoint with the lowest periodic "
                   "validation loss"),
         "averaged": averaged,
+        "calibration": calibration,
         "steps_run": last["step"],
         "tokens_seen": st["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx,
         "train_tokens": train_ids_n,
         "train_works": sorted(train_texts),
         "held_out_plays": list(HELD_OUT_PLAYS),
+        **scores,
+        "baselines": baselines,
+        "distill": distill,
+        "final_train_loss_25_step_mean": sum(h["loss"][-25:]) / len(h["loss"][-25:]),
+        "wall_time_s": last.get("elapsed_s"),
+        "tokens_per_s": (last["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx
+                         / last["elapsed_s"]) if last.get("elapsed_s") else None,
+        "train": st["train"],
+        "machine": machine or f"{platform.machine()}, {platform.system()}",
+        "command": command,
+        "history": {k: h[k] for k in ("step", "loss", "lr", "val_step", "val_loss", "val_bpb", "tokens")},
+    }
+    _write_assets(out, model, enc, metrics)
+    return metrics
+
+
+def calibrate_shipped(fit_windows: int = 48, name: str = "shakespeare", out_dir=None, note: str = "",
+                      log=print) -> dict:
+    """Calibrate assets that ``export`` wrote without ``calibrate=``: as if they had been exported with it.
+
+    Fits the temperature on the first ``fit_windows`` held-out windows, folds it into the weights, scores
+    the calibrated model again (every number of the card that depends on the weights) and rewrites the
+    assets in ``out_dir`` (default: in place). ``note`` is added to the card's command.
+    Assets that are already calibrated are refused: the scores "before" would be wrong.
+    """
+    from .data import encode_texts, shakespeare_split
+
+    if fit_windows < 1:
+        raise ValueError(f"fit_windows must be at least 1, not {fit_windows}")
+    metrics = model_card_metrics(name)
+    if metrics.get("calibration"):
+        raise ValueError(f"the {name} assets are already calibrated (T = {metrics['calibration']['temperature']:.4f})")
+    model, enc = load_pretrained(name)
+    _, val_texts = shakespeare_split()
+    val_ids = encode_texts(enc, val_texts)
+    model, calibration = _calibrated(model, val_ids, enc, fit_windows, log)
+    metrics["calibration"] = calibration
+    metrics.update(_held_out_scores(model, val_ids, enc))
+    if note:
+        metrics["command"] = metrics["command"] + note
+    _write_assets(Path(out_dir) if out_dir is not None else asset_dir(name), model, enc, metrics)
+    return metrics
+
+
+def _calibrated(model: GPT, val_ids, enc, fit_windows: int, log=print) -> tuple[GPT, dict]:
+    """The model with the temperature that fits the first ``fit_windows`` held-out windows folded in.
+
+    Also returns what the card reports: T, and the scores before and after, on the whole held-out set
+    and on the windows after the fitted ones (text that played no part in choosing T).
+    """
+    import numpy as np
+
+    from .calibrate import fit_temperature, fold_temperature, held_out_logits, window_losses_by_temperature
+    from .train import _windows_for, evaluate, target_bytes
+
+    z, y = held_out_logits(model, val_ids, enc, fit_windows)
+    T = fit_temperature(z, y)
+    del z
+    calibrated = GPT(model.cfg, params=fold_temperature(model.params, T))
+
+    def scores(m):
+        full = evaluate(m, val_ids, enc, progress=True)
+        fit = evaluate(m, val_ids, enc, max_windows=fit_windows)
+        rest_bytes = full["bytes"] - fit["bytes"]
+        rest = (full["loss"] * full["tokens"] - fit["loss"] * fit["tokens"]) / math.log(2) / rest_bytes \
+            if rest_bytes else None
+        return {"loss_nats_per_token": full["loss"], "bits_per_byte": full["bpb"], "fit_bits_per_byte": fit["bpb"],
+                "rest_bits_per_byte": rest}, fit["tokens"], full["tokens"] - fit["tokens"]
+
+    before, fit_tokens, rest_tokens = scores(model)
+    after, _, _ = scores(calibrated)
+    # the loss the fit minimises, at a range of temperatures, on the fitted windows and on the others
+    grid = [round(t, 3) for t in np.arange(0.8, 1.601, 0.05)]
+    nll, _ = window_losses_by_temperature(model, val_ids, grid, enc)
+    nbytes = target_bytes(enc, _windows_for(model, val_ids, enc, None, None)[1]).sum(axis=-1)
+    curve = {"temperature": grid,
+             "fit_bits_per_byte": list(nll[:, :fit_windows].sum(1) / math.log(2) / nbytes[:fit_windows].sum()),
+             "rest_bits_per_byte": (list(nll[:, fit_windows:].sum(1) / math.log(2) / nbytes[fit_windows:].sum())
+                                    if nbytes[fit_windows:].sum() else None)}
+    log(f"temperature {T:.4f} (fitted on the first {fit_windows} held-out windows): {before['bits_per_byte']:.4f} -> "
+        f"{after['bits_per_byte']:.4f} bits/byte on the whole held-out set")
+    return calibrated, {"temperature": T, "fit_windows": fit_windows, "fit_tokens": fit_tokens,
+                        "rest_tokens": rest_tokens, "before": before, "after": after, "curve": curve}
+
+
+def _held_out_scores(model: GPT, val_ids, enc) -> dict:
+    """Every number of the card that depends on the weights, measured on the held-out plays."""
+    from .train import evaluate, loss_by_position
+
+    full = evaluate(model, val_ids, enc, progress=True)
+    check = evaluate(model, val_ids, enc, max_windows=CHECK_WINDOWS)
+    stride = model.cfg.n_ctx // 2
+    overlapping = evaluate(model, val_ids, enc, stride=stride, progress=True)
+    by_pos = loss_by_position(model, val_ids, enc)
+    return {
         "val_loss_nats_per_token": full["loss"],
         "val_bits_per_byte": full["bpb"],
         "val_tokens": full["tokens"],
@@ -170,23 +267,27 @@ def export(run_dir, out_dir=None, which: str = "ckpt", command: str = "", machin
         "stride_bytes": overlapping["bytes"],
         "loss_by_position": [round(float(v), 6) for v in by_pos["loss"]],
         "tokens_by_position": [int(v) for v in by_pos["tokens"]],
-        "baselines": baselines,
-        "distill": distill,
-        "final_train_loss_25_step_mean": sum(h["loss"][-25:]) / len(h["loss"][-25:]),
-        "wall_time_s": last.get("elapsed_s"),
-        "tokens_per_s": (last["step"] * st["train"]["batch_size"] * st["train"]["grad_accum"] * cfg.n_ctx
-                         / last["elapsed_s"]) if last.get("elapsed_s") else None,
-        "train": st["train"],
-        "machine": machine or f"{platform.machine()}, {platform.system()}",
-        "command": command,
-        "history": {k: h[k] for k in ("step", "loss", "lr", "val_step", "val_loss", "val_bpb", "tokens")},
     }
+
+
+def _write_assets(out: Path, model: GPT, enc, metrics: dict) -> None:
+    """Weights (float32), config, tokenizer, metrics, curves, model card and manifest into ``out``."""
+    from safetensors.numpy import save_file
+
+    from .backend import to_numpy
+    from .bpe import save_encoding
+    from .model import tree_flatten
+
+    out.mkdir(parents=True, exist_ok=True)
+    weights = tree_flatten(model.params)
+    save_file({k: to_numpy(v).astype("float32") for k, v in weights.items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1) + "\n")
+    save_encoding(enc, out / "tokenizer.tiktoken")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    plot_curves(h, out / "curves.png", f"course-shakespeare: {cfg.n_params() / 1e6:.1f}M parameters")
+    plot_curves(metrics["history"], out / "curves.png", f"course-shakespeare: {model.cfg.n_params() / 1e6:.1f}M parameters")
     write_model_card(metrics, out / "MODEL_CARD.md")
     manifest = {f: _sha256(out / f) for f in ("model.safetensors", "config.json", "tokenizer.tiktoken")}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return metrics
 
 
 def _snapshots_to_average(run_dir: Path, ck: dict, average: int, which: str) -> list:
@@ -225,8 +326,42 @@ def _averaged_text(m: dict) -> str:
             f"`export(..., average={len(steps)})`): averaging "
             "the iterates of stochastic gradient descent (Polyak and Juditsky 1992), as Vaswani et al. (2017) "
             "averaged their last checkpoints, lands nearer the middle of the valley the last steps wander "
-            f"in. On the whole held-out set the average scores {m['val_bits_per_byte']:.3f} bits per byte, "
+            f"in. On the whole held-out set the average scores {_uncalibrated_bpb(m):.3f} bits per byte, "
             f"the weights of the last step alone {a['last_bits_per_byte']:.3f}.\n")
+
+
+def _uncalibrated_bpb(m: dict) -> float:
+    """The shipped weights' bits per byte before any temperature was folded into them."""
+    c = m.get("calibration")
+    return c["before"]["bits_per_byte"] if c else m["val_bits_per_byte"]
+
+
+def _calibration_text(m: dict) -> str:
+    c = m.get("calibration")
+    if not c:
+        return ""
+    b, a = c["before"], c["after"]
+    return f"""
+**Calibration.** After so many passes over its training text the model is too sure of itself on
+new text. The shipped weights divide every logit by T = {c["temperature"]:.3f} (temperature scaling, Guo et al.
+2017; `engine/calibrate.py`): T was fitted by Newton's method to the first {c["fit_windows"]} held-out windows
+({c["fit_tokens"]:,} tokens, the start of Hamlet, the same windows as the periodic validation points) and folded
+into the final LayerNorm's gain and bias, so the model's shape is unchanged and so is the order of its
+predictions (greedy decoding and top-k pick the same tokens); only their confidence changes. Bits per byte:
+
+| held-out text | T = 1 (as trained) | T = {c["temperature"]:.3f} (shipped) |
+| --- | --- | --- |
+| the {c["fit_windows"]} windows T was fitted on | {b["fit_bits_per_byte"]:.3f} | {a["fit_bits_per_byte"]:.3f} |
+| the other windows ({c["rest_tokens"]:,} tokens, not used to choose T) | {b["rest_bits_per_byte"]:.3f} | {a["rest_bits_per_byte"]:.3f} |
+| all of them | {b["bits_per_byte"]:.3f} | {a["bits_per_byte"]:.3f} |
+"""
+
+
+def _rest_text(m: dict) -> str:
+    c = m.get("calibration")
+    if not c:
+        return ""
+    return f"; {c['after']['rest_bits_per_byte']:.3f} on the windows not used to fit the temperature"
 
 
 def _teachers_report(d: dict, val_ids, enc) -> dict:
@@ -364,7 +499,7 @@ at {t["grad_clip"]}, linear warm-up over {t["warmup"]} steps to {t["lr"]:g}, cos
 Batches of {t["batch_size"]} random windows of {c["n_ctx"]} tokens ({t["batch_size"] * c["n_ctx"]:,} tokens per step).
 {_dropout_line(t.get("dropout", 0.0))}The weights shipped are those of step {m["step"]} ({m["which"]}), after
 {m["tokens_seen"]:,} tokens seen ({m["tokens_seen"] / m["train_tokens"]:.1f} passes over the training text).
-{_averaged_text(m)}{_teachers_text(m)}
+{_averaged_text(m)}{_teachers_text(m)}{_calibration_text(m)}
 - Command: {m["command"]}
 - Machine: {m["machine"]}
 - Wall time: {hours * 60:.0f} minutes of training ({m["tokens_per_s"]:,.0f} tokens/s on average){_teacher_time(m)}
@@ -386,7 +521,7 @@ On every token of the held-out plays (windows of {c["n_ctx"]} tokens, each token
 | final training loss (mean of last 25 steps{"; against the teachers' mixed target, so higher than the plain loss" if m.get("distill") else ""}) | {m["final_train_loss_25_step_mean"]:.3f} nats/token |
 | check slice (first {m["check_windows"]} windows, recomputed by the tests) | {m["check_loss_nats_per_token"]:.4f} nats/token, {m["check_bits_per_byte"]:.4f} bits/byte |
 {_stride_rows(m)}
-This {verdict} (judged on the non-overlapping windows above). For scale, count-based models over the same tokens, fitted on the training text
+This {verdict} (judged on the non-overlapping windows above{_rest_text(m)}). For scale, count-based models over the same tokens, fitted on the training text
 (add-one unigram; bigram smoothed towards it), score {m["baselines"]["unigram_bpb"]:.3f} and
 {m["baselines"]["bigram_bpb"]:.3f} bits per byte on the held-out plays.
 

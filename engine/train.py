@@ -18,7 +18,8 @@ three teacher runs, then this one::
         --batch-size 8 --dropout 0.1 --steps 14000 --warmup 200 --snapshot-every 500 --keep-snapshots 5 \
         --distill runs/teacher-a runs/teacher-b runs/teacher-c --distill-alpha 0.8
 
-and exported as the mean of its last five snapshots (``engine.pretrained.export(run, average=5)``).
+and exported as the mean of its last five snapshots, its logits divided by a temperature fitted on held-out
+text (``engine.pretrained.export(run, average=5, calibrate=48)``; ``engine.calibrate``).
 """
 from __future__ import annotations
 

@@ -200,9 +200,11 @@ def test_the_documented_recipe_is_the_one_shipped(metrics):
     assert "make course-model" in (pretrained.asset_dir() / "MODEL_CARD.md").read_text()
     # weight averaging: the student keeps snapshots as often as the card says, and the export averages as many
     makefile = (pretrained.asset_dir().parents[2] / "Makefile").read_text()
-    exported = re.search(r"export\('runs/shakespeare'(?:, average=(\d+))?\)", makefile)
+    exported = re.search(r"export\('runs/shakespeare'(?:, average=(\d+))?(?:, calibrate=(\d+))?\)", makefile)
     a = metrics.get("averaged")
     assert int(exported.group(1) or 0) == (len(a["steps"]) if a else 0)
+    c = metrics.get("calibration")  # and calibrates on as many held-out windows as the card says
+    assert int(exported.group(2) or 0) == (c["fit_windows"] if c else 0)
     if a:  # the averaged steps are the last ones the recipe's --snapshot-every keeps, and it keeps enough of them
         every, k = student.snapshot_every, len(a["steps"])
         assert every and a["steps"] == list(range(t["max_steps"] - (k - 1) * every, t["max_steps"] + 1, every))
