@@ -108,8 +108,8 @@ def held_out_logits(model, ids, enc=None, max_windows: int | None = 48, batch_si
 def window_losses_by_temperature(model, ids, temperatures, enc=None, batch_size: int = 8):
     """Summed loss of every evaluation window of ``ids`` at each temperature: the curve the fit minimises.
 
-    temperatures: (nT,). Returns (nll (nT, n_windows) nats, tokens (n_windows,)) from one forward pass
-    per batch (windows and scoring as ``train.evaluate``).
+    temperatures: (nT,). Returns (nll (nT, n_windows) nats, targets (n_windows, T) int, -1 where not
+    scored) from one forward pass per batch (windows and scoring as ``train.evaluate``).
     """
     from .train import _windows_for
 
@@ -125,7 +125,7 @@ def window_losses_by_temperature(model, ids, temperatures, enc=None, batch_size:
         for j, T in enumerate(Ts):
             lse = np.log(np.exp((z - m[..., None]) / T).sum(axis=-1)) + m / T
             nll[j, i:i + batch_size] = ((lse - zy / T) * keep).sum(axis=-1)
-    return nll, (y >= 0).sum(axis=-1)
+    return nll, y
 
 
 def fold_temperature(params: dict, T: float) -> dict:

@@ -211,36 +211,33 @@ def _calibrated(model: GPT, val_ids, enc, fit_windows: int, log=print) -> tuple[
     import numpy as np
 
     from .calibrate import fit_temperature, fold_temperature, held_out_logits, window_losses_by_temperature
-    from .train import _windows_for, evaluate, target_bytes
+    from .train import target_bytes
 
     z, y = held_out_logits(model, val_ids, enc, fit_windows)
     T = fit_temperature(z, y)
     del z
-    calibrated = GPT(model.cfg, params=fold_temperature(model.params, T))
-
-    def scores(m):
-        full = evaluate(m, val_ids, enc, progress=True)
-        fit = evaluate(m, val_ids, enc, max_windows=fit_windows)
-        rest_bytes = full["bytes"] - fit["bytes"]
-        rest = (full["loss"] * full["tokens"] - fit["loss"] * fit["tokens"]) / math.log(2) / rest_bytes \
-            if rest_bytes else None
-        return {"loss_nats_per_token": full["loss"], "bits_per_byte": full["bpb"], "fit_bits_per_byte": fit["bpb"],
-                "rest_bits_per_byte": rest}, fit["tokens"], full["tokens"] - fit["tokens"]
-
-    before, fit_tokens, rest_tokens = scores(model)
-    after, _, _ = scores(calibrated)
-    # the loss the fit minimises, at a range of temperatures, on the fitted windows and on the others
+    # one pass over the held-out windows scores the model at a range of temperatures (the curve the fit
+    # minimises, T = 1 among them) and at the fitted T
     grid = [round(t, 3) for t in np.arange(0.8, 1.601, 0.05)]
-    nll, _ = window_losses_by_temperature(model, val_ids, grid, enc)
-    nbytes = target_bytes(enc, _windows_for(model, val_ids, enc, None, None)[1]).sum(axis=-1)
-    curve = {"temperature": grid,
-             "fit_bits_per_byte": list(nll[:, :fit_windows].sum(1) / math.log(2) / nbytes[:fit_windows].sum()),
-             "rest_bits_per_byte": (list(nll[:, fit_windows:].sum(1) / math.log(2) / nbytes[fit_windows:].sum())
-                                    if nbytes[fit_windows:].sum() else None)}
+    nll, y = window_losses_by_temperature(model, val_ids, grid + [T], enc)
+    tokens, nbytes = (y >= 0).sum(axis=-1), target_bytes(enc, y).sum(axis=-1)
+    fit, rest = slice(0, fit_windows), slice(fit_windows, None)
+
+    def bpb(row, part):
+        return float(row[part].sum() / math.log(2) / nbytes[part].sum()) if nbytes[part].sum() else None
+
+    def scores(row):
+        return {"loss_nats_per_token": float(row.sum() / tokens.sum()), "bits_per_byte": bpb(row, slice(None)),
+                "fit_bits_per_byte": bpb(row, fit), "rest_bits_per_byte": bpb(row, rest)}
+
+    before, after = scores(nll[grid.index(1.0)]), scores(nll[-1])
+    curve = {"temperature": grid, "fit_bits_per_byte": [bpb(r, fit) for r in nll[:-1]],
+             "rest_bits_per_byte": [bpb(r, rest) for r in nll[:-1]] if nbytes[rest].sum() else None}
     log(f"temperature {T:.4f} (fitted on the first {fit_windows} held-out windows): {before['bits_per_byte']:.4f} -> "
         f"{after['bits_per_byte']:.4f} bits/byte on the whole held-out set")
-    return calibrated, {"temperature": T, "fit_windows": fit_windows, "fit_tokens": fit_tokens,
-                        "rest_tokens": rest_tokens, "before": before, "after": after, "curve": curve}
+    return GPT(model.cfg, params=fold_temperature(model.params, T)), {
+        "temperature": T, "fit_windows": fit_windows, "fit_tokens": int(tokens[fit].sum()),
+        "rest_tokens": int(tokens[rest].sum()), "before": before, "after": after, "curve": curve}
 
 
 def _held_out_scores(model: GPT, val_ids, enc) -> dict:

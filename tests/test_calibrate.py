@@ -126,8 +126,10 @@ def test_held_out_logits_are_the_evaluation_windows():
     assert loss == pytest.approx(evaluate(model, ids)["loss"], rel=1e-5)
     assert held_out_logits(model, ids, max_windows=2)[0].shape == (2, 8, 30)
     # the curve: at T = 1 the ordinary loss; at T = 2 the loss of the model with T = 2 folded in
-    nll, tokens = window_losses_by_temperature(model, ids, [1.0, 2.0], batch_size=3)
-    assert nll.shape == (2, len(x)) and tokens.sum() == (yy >= 0).sum()
+    nll, targets = window_losses_by_temperature(model, ids, [1.0, 2.0], batch_size=3)
+    np.testing.assert_array_equal(targets, yy)
+    tokens = (yy >= 0).sum()
+    assert nll.shape == (2, len(x))
     assert nll[0].sum() / tokens.sum() == pytest.approx(evaluate(model, ids)["loss"], rel=1e-6)
     folded = GPT(cfg, params=fold_temperature(model.params, 2.0))
     assert nll[1].sum() / tokens.sum() == pytest.approx(evaluate(folded, ids)["loss"], rel=1e-6)
@@ -189,7 +191,7 @@ def test_shipped_assets_are_calibrated_once(tmp_path):
     if not c:
         pytest.skip("the shipped model is not calibrated")
     assert c["temperature"] > 1  # softer: the model was too sure of itself on new text
-    assert c["after"]["bits_per_byte"] == pytest.approx(m["val_bits_per_byte"], rel=1e-12)
+    assert c["after"]["bits_per_byte"] == pytest.approx(m["val_bits_per_byte"], rel=1e-6)  # logits / T, or T folded in
     assert c["after"]["bits_per_byte"] < c["before"]["bits_per_byte"]
     assert c["after"]["rest_bits_per_byte"] < c["before"]["rest_bits_per_byte"]  # also where T was not fitted
     with pytest.raises(ValueError, match="already calibrated"):
