@@ -122,8 +122,9 @@ def window_losses_by_temperature(model, ids, temperatures, enc=None, batch_size:
         z = to_numpy(model.forward(x[i:i + batch_size])).astype(np.float64)
         zy = np.take_along_axis(z, np.where(keep, yb, 0)[..., None], axis=-1)[..., 0]
         m = z.max(axis=-1)
+        zc = z - m[..., None]  # shifted once, for every temperature
         for j, T in enumerate(Ts):
-            lse = np.log(np.exp((z - m[..., None]) / T).sum(axis=-1)) + m / T
+            lse = np.log(np.exp(zc / T).sum(axis=-1)) + m / T
             nll[j, i:i + batch_size] = ((lse - zy / T) * keep).sum(axis=-1)
     return nll, y
 
