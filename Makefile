@@ -6,12 +6,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test setup clean bench widgets-js browser-deps test-book book-execute course-model
+.PHONY: book test setup clean bench widgets-js browser-deps test-book book-execute course-model lab notebooks dist nbval
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,test,lab]"
 	touch $@
 
 setup: $(STAMP)
@@ -37,18 +37,39 @@ book: $(STAMP) $(WM_JS)
 # so that their saved outputs, which nbval compares against, are current.
 book-execute: $(STAMP)
 	cd book && for nb in 0*.ipynb; do ENGINE_BACKEND=numpy ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	$(MAKE) notebooks
+
+# The notebooks as every Jupyter client reads them: the numbers in the prose taken from the saved outputs,
+# the set-up cell (Colab, Binder) and the exercise links from _config.yml (book/_ext/course_notebooks.py).
+notebooks: $(STAMP)
+	$(PY) book/_ext/course_notebooks.py
+
+# JupyterLab in the project's environment, on the chapters (book/) and the exercises (exercises/).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/book $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The wheel and sdist of the `how-gpt3-works` distribution, into dist/.
+dist: $(STAMP)
+	$(PY) -m build --outdir dist .
+
+# nbval compares every chapter's outputs with the committed ones, twice: with the BLAS on one thread and
+# on the machine's default, so that an output that depends on the thread count fails here, not elsewhere.
+nbval: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
+	ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
 
 # The book's own tests, after `make book`: the site in Chromium (pages, figures, saved widgets),
 # one widget live through Voila, then nbval (every chapter re-executed, outputs compared).
 test-book: book browser-deps
 	$(PY) -m pytest tests/test_book.py tests/test_widgets.py
-	ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
+	$(MAKE) nbval
 
 # Everything: build the book (its notebooks executed), then every pytest test (unit, reference parity,
-# exercises, widgets, the built site in Chromium, Voila), then nbval on every chapter.
+# exercises, widgets, the built site in Chromium, Voila, the wheel and the notebooks in a fresh environment),
+# then nbval on every chapter at one BLAS thread and at the default.
 test: book browser-deps
 	$(PY) -m pytest tests
-	ENGINE_BACKEND=numpy $(PY) -m pytest --nbval book/ -p no:cacheprovider
+	$(MAKE) nbval
 
 bench: $(STAMP)
 	$(PY) -m bench
@@ -71,4 +92,4 @@ course-model: $(STAMP)
 	$(PY) -c "from engine.pretrained import export; export('runs/shakespeare', average=5, calibrate=48)"
 
 clean:
-	rm -rf _build
+	rm -rf _build dist

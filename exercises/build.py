@@ -8,7 +8,8 @@ in otter-grader's assignment format (``# BEGIN QUESTION`` / ``# BEGIN SOLUTION``
 every question we add its test cases, one per graded part of the task in
 ``engine.grader`` (with that part's points), so the notebook and the shell grader can
 never disagree. Then ``otter assign`` strips the solutions and writes the learner copy,
-which we save as ``exercises/NN_name.ipynb`` (tests in its metadata, no outputs).
+which we save as ``exercises/NN_name.ipynb`` (tests in its metadata, no outputs), with a note on
+how to open it and the set-up cell that makes it run in Colab and Binder (``book/_ext/course_notebooks.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "book" / "_ext"))
+import course_notebooks as notebooks  # noqa: E402  (the set-up cell and the repository address, shared with the chapters)
+
+HOW_TO_OPEN = (
+    "**Opening this notebook.** From a clone of the repository, `make lab` opens JupyterLab in the course's "
+    "environment (`exercises/` in its file browser). Or use the Colab and Binder buttons on the chapter's "
+    "page in the book: the first code cell below installs the course there. Run the cells from the top."
+)
 SOURCES = HERE / "source"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -91,10 +100,22 @@ def build(chapter: str, out_dir: Path = HERE) -> Path:
         learner.metadata.pop("jupytext", None)
         if learner.cells and "otter.Notebook" in learner.cells[0].source and len(learner.cells) > 1:
             learner.cells.insert(1, learner.cells.pop(0))  # the title first, then otter's set-up cell
+        init = next(c for c in learner.cells if "otter.Notebook" in c.source)
+        # In Colab the notebook file is not beside the kernel: otter then reads ./tests (the set-up cell).
+        init.source = init.source.replace(
+            "import otter\n", "import os\nimport otter\n").replace(
+            f'otter.Notebook("{chapter}.ipynb")',
+            f'otter.Notebook("{chapter}.ipynb" if os.path.exists("{chapter}.ipynb") else None)')
+        learner.cells.insert(1, nbformat.v4.new_markdown_cell(HOW_TO_OPEN))
         for i, cell in enumerate(learner.cells):
             cell.id = f"{chapter[:2]}-{i:03d}"
         dest = Path(out_dir) / f"{chapter}.ipynb"
         nbformat.write(learner, str(dest))
+    url, branch = notebooks.repository()
+    synced = notebooks.sync_notebook(dest, url, branch, exercise=chapter)
+    for i, cell in enumerate(synced["cells"]):
+        cell["id"] = f"{chapter[:2]}-{i:03d}"
+    dest.write_text(notebooks.dump(synced), encoding="utf-8")
     return dest
 
 

@@ -66,7 +66,7 @@ def test_chapter_is_executed_and_complete(name):
     assert "## Summary" in text
     assert any(WIDGET_VIEW in o.get("data", {}) for o in _outputs(nb)), "at least one widget per chapter"
     if name in EXERCISES:
-        assert f"{{exercise}}`{name}`" in text
+        assert f"[exercises/{name}.ipynb](" in text  # written from _config.yml (tests/test_notebooks_anywhere.py)
     # widget state is saved with the notebook, so the widgets render without a kernel
     assert nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state")
 
@@ -75,8 +75,14 @@ def test_repository_url_is_set_once():
     cfg = (ROOT / "_config.yml").read_text()
     urls = re.findall(r"https://github\.com/\S+", cfg)
     assert len(urls) == 1, urls
+    # Chapters name it only where `make notebooks` writes it from _config.yml: the set-up cell and the
+    # exercise links (both checked against the config in tests/test_notebooks_anywhere.py).
+    url = urls[0].rstrip("/")
     for name in CHAPTERS:
-        assert "github.com" not in "".join("".join(c["source"]) for c in _nb(name)["cells"])
+        text = "".join("".join(c["source"]) for c in _nb(name)["cells"]
+                       if "course-setup" not in c["metadata"].get("tags", []))
+        text = re.sub(re.escape(url) + r"/blob/main/exercises/\w+\.ipynb", "", text)
+        assert "github.com" not in text
 
 
 # ---------------------------------------------------------------------- the built site
@@ -236,3 +242,14 @@ def test_slider_drives_kernel_in_voila(voila_url, browser):
         assert not errors, errors
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_launch_buttons_open_the_chapters_notebook(site, name):
+    # Colab and Binder (in JupyterLab) open this chapter's notebook in the repository of _config.yml,
+    # whose set-up cell then installs the course (tests/test_notebooks_anywhere.py)
+    page = (SITE / "book" / f"{name}.html").read_text()
+    url = re.search(r"^\s+url:\s*https://github\.com/(\S+)", (ROOT / "_config.yml").read_text(), re.M).group(1)
+    org_repo = url.rstrip("/")
+    assert f"https://colab.research.google.com/github/{org_repo}/blob/main/book/{name}.ipynb" in page
+    assert f"https://mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/book/{name}.ipynb" in page

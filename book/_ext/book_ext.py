@@ -4,14 +4,16 @@
   installs it from npm), so widgets render from saved state with no CDN; otherwise myst-nb's CDN
   default is kept; MathJax likewise. ``setup.js`` tells require.js where the widget modules live (so that their fonts
   come from ``_static/wm`` too) and bridges the widgets' MathJax 2 call to MathJax 3.
-* The ``{exercise}`` role: ``{exercise}`02_training``` links to ``exercises/02_training.ipynb`` in the
-  repository whose address is set once, in ``_config.yml`` (``repository.url``).
+* The numbers the chapters' prose quotes are HTML spans in the notebooks, so that JupyterLab, Notebook 7
+  and Colab show them (``course_notebooks.py``); as a chapter is read, each span becomes the ``{glue:text}``
+  role it stands for, so the book prints the value computed in this very build.
 * Each inline script is emitted once per page (sphinx-thebe's configuration script can be registered
   twice, which is a JavaScript error: ``const`` declared twice).
 """
+import json
 from pathlib import Path
 
-from docutils import nodes
+from course_notebooks import spans_to_roles
 
 WM = Path(__file__).resolve().parent.parent / "_wm"
 WIDGET_JS = ("wm/require.js", "wm/setup.js", "wm/embed-amd.js")
@@ -37,18 +39,18 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = out
 
 
-def exercise_role(name, rawtext, text, lineno, inliner, options=None, content=None):
-    cfg = inliner.document.settings.env.config
-    opts = cfg.html_theme_options or {}
-    url = opts.get("repository_url", "").rstrip("/")
-    branch = opts.get("repository_branch", "main") or "main"
-    stem = text.strip().removesuffix(".ipynb")
-    ref = nodes.reference(rawtext, f"exercises/{stem}.ipynb", refuri=f"{url}/blob/{branch}/exercises/{stem}.ipynb")
-    return [ref], []
+def _glue_roles(app, docname, source):
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    nb = json.loads(source[0])
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            cell["source"] = spans_to_roles("".join(cell["source"]))
+    source[0] = json.dumps(nb)
 
 
 def setup(app):
     app.connect("config-inited", _local_widget_js)
     app.connect("html-page-context", _dedupe_scripts, priority=900)  # after the others add theirs
-    app.add_role("exercise", exercise_role)
+    app.connect("source-read", _glue_roles)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
