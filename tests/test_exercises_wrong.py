@@ -37,3 +37,14 @@ def test_every_task_has_a_wrong_answer():
     get_task("layernorm")  # registers every chapter
     covered = {c[0] for _, _, c in CASES}
     assert set(REGISTRY) <= covered, f"tasks without a wrong answer: {sorted(set(REGISTRY) - covered)}"
+
+
+RIGHT = [(m, i, c) for m in MODULES for i, c in enumerate(getattr(_load(m), "RIGHT", []))]
+
+
+@pytest.mark.parametrize("module,index,case", RIGHT, ids=[f"{m}-{c[0]}-{i}" for m, i, c in RIGHT])
+def test_correct_answer_written_differently_gets_full_marks(module, index, case):
+    task, env = case
+    results = check(task, dict(env))
+    failed = [f"[{r.part}] {r.message}" for r in results if not r.passed]
+    assert not failed, f"{task}: a correct answer lost marks: {failed}"

@@ -2,7 +2,7 @@
 
 Fast checks: no MyST syntax that those clients show raw, numbers in the prose equal to what the code
 glued, the set-up cell and links in step with ``_config.yml``, a silent set-up cell where the course is
-installed, the Colab copy of the grader's checks equal to the notebook's, a Binder environment. The slow
+installed, a Binder environment. The slow
 one does what a Colab user does: a fresh environment with only a kernel, every notebook run top to bottom,
 the set-up cell installing the course from this clone (``HOW_GPT3_WORKS_SOURCE``).
 """
@@ -96,7 +96,7 @@ def test_a_stale_number_is_caught_and_rewritten(tmp_path):
 
 def test_setup_cell_is_silent_where_the_course_is_installed(tmp_path):
     url, branch = cn.repository()
-    for exercise in (None, "05_layers"):
+    for exercise in (None, "05_layers"):  # a chapter and an exercise notebook
         # a source that cannot be installed: the cell must not even try
         env = dict(os.environ, HOW_GPT3_WORKS_SOURCE=str(tmp_path / "nowhere"))
         shutil_cwd = tmp_path / (exercise or "chapter")
@@ -108,20 +108,6 @@ def test_setup_cell_is_silent_where_the_course_is_installed(tmp_path):
         assert r.returncode == 0, r.stderr
         assert r.stdout == "" and r.stderr == ""
         assert not (shutil_cwd / "tests").exists()
-
-
-def test_colab_copy_of_the_checks_equals_the_notebooks(tmp_path):
-    from engine.grader import chapter_tasks
-    from engine.grader.otter_tests import otter_test_source, write_otter_tests
-
-    for path, exercise in NOTEBOOKS:
-        if not exercise:
-            continue
-        tests = _nb(path)["metadata"]["otter"]["tests"]
-        assert sorted(tests) == sorted(chapter_tasks(exercise))
-        written = write_otter_tests(exercise, tmp_path / exercise)
-        assert {p.stem: p.read_text() for p in written} == tests
-        assert all(tests[name] == otter_test_source(name) for name in tests)
 
 
 def test_exercise_links_open_the_exercise():
@@ -182,10 +168,10 @@ def test_every_notebook_runs_in_a_bare_environment(bare_python, tmp_path):
     for path, exercise in NOTEBOOKS:  # the first one's set-up cell installs the course from this clone
         res = _run(bare_python, path, path.parent)
         assert res["errors"] == 0, path.name
-    # Colab: the exercise notebook's file is not beside the kernel; the grader reads ./tests instead
+    # Colab: the exercise notebook's file is not beside the kernel; its grader needs none
     colab = tmp_path / "content"
     colab.mkdir()
     res = _run(bare_python, ROOT / "exercises" / "02_training.ipynb", colab)
     assert res["errors"] == 0
-    assert sorted(p.stem for p in (colab / "tests").glob("*.py")) == ["cross_entropy", "make_windows", "sgd_step"]
-    assert "make_windows results" in res["text"] and "cross_entropy results" in res["text"]
+    for task in ("make_windows", "cross_entropy", "sgd_step"):
+        assert f"{task} results: 0/" in res["text"], res["text"][:2000]  # graded: nothing solved yet

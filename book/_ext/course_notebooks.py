@@ -12,9 +12,8 @@ MyST as the source is read (``book_ext.py``):
 * **A set-up cell** opens every notebook: where the course package is not installed (Colab, a bare
   Binder), it installs it from the repository in ``_config.yml``, or from ``HOW_GPT3_WORKS_SOURCE`` (a
   path or URL; how the tests try it), and prints nothing where the package is there. The book removes
-  the cell (tag ``remove-cell``). An exercise notebook's cell also installs the grader (the
-  ``exercises`` extra) and, where the notebook file is not beside the kernel (Colab), writes the
-  grader's checks where otter looks for them.
+  the cell (tag ``remove-cell``). An exercise notebook's cell installs the ``exercises`` extra; its
+  grader reads the checks from the installed package, so it needs no file beside the kernel (Colab).
 
     python book/_ext/course_notebooks.py            # rewrite the notebooks (after `make book-execute`)
     python book/_ext/course_notebooks.py --check    # exit 1 if any notebook is out of date
@@ -59,20 +58,13 @@ def setup_source(url: str, branch: str, exercise: str | None = None) -> str:
         "#@title Set-up for Colab and Binder: installs the course where it is missing (a no-op here)",
         "import importlib.metadata, os, subprocess, sys",
         "try:",
-        (f'    importlib.metadata.distribution("{PACKAGE}")' if not exercise else
-         f'    [importlib.metadata.distribution(d) for d in ("{PACKAGE}", "otter-grader")]'),
+        f'    importlib.metadata.distribution("{PACKAGE}")',
         "except importlib.metadata.PackageNotFoundError:",
         f'    src = os.environ.get("{ENV_SOURCE}", "git+{url}@{branch}")',
         f'    req = f"{{src}}[{extra}]" if os.path.exists(src) else f"{PACKAGE}[{extra}] @ {{src}}"',
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", req], check=True)',
         "    importlib.invalidate_caches()",
     ]
-    if exercise:
-        lines += [
-            f'if not os.path.exists("{exercise}.ipynb"):  # Colab: the grader reads its checks from ./tests',
-            "    from engine.grader import write_otter_tests",
-            f'    write_otter_tests("{exercise}", "tests")',
-        ]
     return "\n".join(lines)
 
 

@@ -9,11 +9,10 @@ notebook without modifying it::
 In Python: ``engine.grader.check("layernorm", globals())`` returns a list of part results.
 """
 from .core import CHAPTERS, REGISTRY, PartResult, Task, chapter_tasks, check, check_part, get_task, grade_env
-from .otter_tests import otter_test_source, write_otter_tests
 from .runner import Fail, call
 
 __all__ = ["CHAPTERS", "REGISTRY", "Fail", "PartResult", "Task", "call", "chapter_tasks", "check", "check_part",
-           "get_task", "grade_env", "otter_test_source", "show", "write_otter_tests"]
+           "get_task", "grade_env", "show"]
 
 
 def show(name: str, env: dict) -> None:

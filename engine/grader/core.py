@@ -142,3 +142,103 @@ def chapter_tasks(chapter: str) -> list[str]:
 def grade_env(env: dict, tasks) -> list[dict]:
     """Grade several tasks; JSON-ready list of part results."""
     return [dataclasses.asdict(r) for name in tasks for r in check(name, env)]
+
+
+# ---------------------------------------------------------------------- in the notebook
+def _points(x: float) -> str:
+    return f"{x:g} point{'' if x == 1 else 's'}"
+
+
+class TaskReport:
+    """What ``grader.check("task")`` shows in a notebook: each part's title, points and feedback, no internals."""
+
+    def __init__(self, name: str, results: list):
+        self.name, self.results = name, results
+
+    @property
+    def score(self) -> float:
+        return sum(r.earned for r in self.results)
+
+    @property
+    def total(self) -> float:
+        return sum(r.points for r in self.results)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def __repr__(self) -> str:
+        title = get_task(self.name).title
+        lines = [f"{self.name} results: {self.score:g}/{self.total:g} ({title})"]
+        msgs = {r.message for r in self.results if not r.passed}
+        if len(self.results) > 1 and not any(r.passed for r in self.results) and len(msgs) == 1:
+            parts = "; ".join(f"{r.part} ({_points(r.points)})" for r in self.results)
+            return "\n".join(lines + [f"  ❌ every part: {parts}", f"     {msgs.pop()}"])
+        for r in self.results:
+            if r.passed:
+                lines.append(f"  ✅ {r.part} ({_points(r.points)})")
+            else:
+                lines.append(f"  ❌ {r.part} (0 of {_points(r.points)}): {r.message}")
+        return "\n".join(lines)
+
+
+class ChapterReport:
+    """What ``grader.check_all()`` shows: the notebook's total and a per-task table, then what still fails."""
+
+    def __init__(self, reports: list):
+        self.reports = reports
+
+    @property
+    def score(self) -> float:
+        return sum(r.score for r in self.reports)
+
+    @property
+    def total(self) -> float:
+        return sum(r.total for r in self.reports)
+
+    def __repr__(self) -> str:
+        w = max([len(r.name) for r in self.reports] + [5])
+        lines = [f"total: {self.score:g}/{self.total:g}", "", f"  {'task':<{w}}  score   title"]
+        for r in self.reports:
+            s = f"{r.score:g}/{r.total:g}"
+            lines.append(f"  {r.name:<{w}}  {s:<6}  {get_task(r.name).title}")
+        fails, seen = [], set()
+        for rep in self.reports:
+            for x in rep.results:
+                if not x.passed and (rep.name, x.message) not in seen:  # a stub's message once per task
+                    seen.add((rep.name, x.message))
+                    fails.append(f"  ❌ {rep.name} / {x.part} (0 of {_points(x.points)}): {x.message}")
+        if fails:
+            lines += ["", "still to do:"] + fails
+        return "\n".join(lines)
+
+
+class NotebookGrader:
+    """The ``grader`` object of an exercise notebook; needs no file (a renamed or moved copy grades the same).
+
+    ``grader.check("layernorm")`` grades one task against the notebook's namespace; ``grader.check_all()``
+    grades every task of the chapter and shows the total.
+    """
+
+    def __init__(self, chapter: str):
+        chapter_tasks(chapter)  # an unknown chapter raises KeyError here, not at the first check
+        self.chapter = chapter
+
+    @staticmethod
+    def _env(env):
+        if env is not None:
+            return env
+        import inspect
+
+        frame = inspect.currentframe().f_back.f_back  # the notebook cell that called check / check_all
+        return frame.f_globals
+
+    def check(self, name: str, env: dict | None = None) -> TaskReport:
+        return TaskReport(name, check(name, self._env(env)))
+
+    def check_all(self, env: dict | None = None) -> ChapterReport:
+        env = self._env(env)
+        return ChapterReport([TaskReport(n, check(n, env)) for n in chapter_tasks(self.chapter)])
+
+    def __repr__(self) -> str:
+        return f"grader for {self.chapter}: grader.check('task') grades one task, grader.check_all() all of them"

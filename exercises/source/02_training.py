@@ -41,7 +41,7 @@ import engine
 # start at positions 0, `step`, 2 `step`, ... for as long as a whole window fits.
 #
 # `make_windows(ids, n_ctx, step)` takes a list of token ids and returns `(x, y)`, two integer
-# arrays of shape `(number of windows, n_ctx)` with `y[m, t]` the token after `x[m, t]`. If
+# arrays (an integer dtype such as `int64`, not float: they are ids) of shape `(number of windows, n_ctx)` with `y[m, t]` the token after `x[m, t]`. If
 # there are fewer than `n_ctx + 1` tokens, raise a `ValueError`.
 
 # %% [raw]
@@ -145,3 +145,11 @@ targets = np.roll(ids, -1, axis=1)
 for step in range(10):
     loss = sgd_step(model, ids, targets, lr=0.05)
     print(step, "not yet" if loss is None else f"{loss:.4f}")
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

@@ -39,7 +39,8 @@ enc = engine.get_encoding("gpt2")  # GPT-2's and GPT-3's tokenizer: 50,257 ids
 #
 # BPE training repeatedly finds the most frequent pair of neighbouring ids and merges it into a
 # new id. `most_frequent_pair(ids)` returns that pair as a tuple `(a, b)`; when several pairs are
-# equally frequent, return the one that appears first in `ids`; with fewer than two ids, return
+# equally frequent, return the one whose first occurrence comes first in `ids` (not the smallest
+# pair: in `[5, 6, 1, 2, 5, 6, 1, 2]` it is `(5, 6)`); with fewer than two ids, return
 # `None`. Overlapping pairs count: `[7, 7, 7]` holds `(7, 7)` twice.
 
 # %% [raw]
@@ -113,7 +114,8 @@ for new_id in (256, 257, 258):
 # ## 3. Counting GPT-3 tokens
 #
 # GPT-3's context and its price are measured in tokens, not characters or words.
-# `count_tokens(text)` returns how many tokens `enc` (GPT-3's tokenizer, above) makes of `text`.
+# `count_tokens(text)` returns how many tokens `enc` (GPT-3's tokenizer, above) makes of `text`,
+# taken exactly as given: spaces and newlines, leading and trailing ones too, cost tokens.
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -161,3 +163,11 @@ robot_answer = "B"  # SOLUTION
 
 # %% [raw]
 # # END QUESTION
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

@@ -154,3 +154,11 @@ N = n_params(96, 12288, 2048, 50257)
 if N is not None:
     F = training_flops(N, 300e9)
     print(f"parameters {N:,}; training FLOPs {F:.3g}; V100-years {gpu_years(F, 125e12, 0.3):.0f}")
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

@@ -43,7 +43,8 @@ import numpy as np
 # For each position, normalise its C numbers to mean 0 and variance 1 (the plain variance, dividing
 # by C), then scale by `g` and shift by `b`:
 # $\mathrm{LN}(x) = g \odot (x - \mu) / \sqrt{\sigma^2 + \epsilon} + b$.
-# `x` is `(..., C)`; `g` and `b` are `(C,)`. Do not change `x` in place.
+# `x` is `(..., C)`; `g` and `b` are `(C,)`. Use the `eps` you are given (the check passes other
+# values than 1e-5), inside the square root. Do not change `x` in place.
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -96,7 +97,7 @@ def gelu(x):
 # ## 3. Single-head causal attention
 #
 # `q`, `k`, `v` are `(T, D)`. Scores $s_{ij} = q_i \cdot k_j / \sqrt{D}$; position i may only look
-# at positions j <= i (set the others to $-\infty$ before the softmax); each row of weights is a
+# at positions j <= i, itself included (set the others to $-\infty$ before the softmax); each row of weights is a
 # softmax; the output is the weighted sum of the values, `(T, D)`. Make the softmax stable: the
 # check uses scores in the thousands.
 
@@ -190,7 +191,8 @@ def mlp(x, p):
 #
 # `x` is `(B, T, C)`. One linear layer `p["c_attn"]` (`w`: `(C, 3C)`) makes q, k and v at once
 # (split its output into three `(B, T, C)` parts, in that order); split each into `n_head` heads;
-# run causal attention in every head (your `causal_attention` works on one `(T, D)` head, or
+# run causal attention in every head, scaling by $\sqrt{D}$ with D = C / n_head the size of one head
+# (your `causal_attention` works on one `(T, D)` head, or
 # write a batched version); merge the heads; project with `p["c_proj"]`. Returns `(B, T, C)`.
 
 # %% [raw]
@@ -276,3 +278,11 @@ else:
     finally:
         engine_model.block_forward = own  # always put the engine's block back
     print("largest difference from the engine's logits:", float(np.abs(yours - theirs).max()))
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

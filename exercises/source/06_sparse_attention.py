@@ -138,3 +138,11 @@ def dot_products(kind, T, window=256, stride=32):
 dense, banded = dot_products("dense", 2048), dot_products("banded", 2048, window=256)
 if dense is not None and banded is not None:
     print(f"dense {dense:,}, banded {banded:,}: {dense / banded:.1f}x fewer")
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

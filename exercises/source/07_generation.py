@@ -39,7 +39,8 @@ from engine.generate import KVCache, forward_cached
 #
 # `softmax(logits, temperature=1.0)`: divide the logits by the temperature, then softmax over the
 # last axis. `logits` is `(V,)` or `(B, V)`; each row sums to 1. It must not overflow for logits
-# near 1000.
+# near 1000, and the rows of a batch are independent: shift each row by its *own* maximum (a batch
+# may hold one row near 1000 and another near -1000).
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -67,7 +68,9 @@ def softmax(logits, temperature=1.0):
 # ## 2. Top-k
 #
 # `top_k_probs(logits, k)` for logits `(V,)`: the softmax probabilities with all but the `k` most
-# likely tokens set to 0, renormalised to sum to 1. If `k >= V`, nothing is removed.
+# likely tokens set to 0, renormalised to sum to 1. If `k >= V`, nothing is removed. Exactly `k`
+# tokens are kept, even when several tokens tie with the `k`-th most likely one (which of the tied
+# ones you keep is up to you).
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -97,7 +100,9 @@ def top_k_probs(logits, k):
 #
 # `top_p_probs(logits, p)` for logits `(V,)`: keep the smallest set of most likely tokens whose
 # probabilities add up to at least `p` (so the token that crosses `p` is kept, and the most likely
-# token always is), zero the rest, renormalise.
+# token always is), zero the rest, renormalise. When the kept tokens add up to exactly `p`, that is
+# enough: a token is kept only if the tokens more likely than it add up to *less than* `p`. Where
+# tokens tie, any order among them will do.
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -174,3 +179,11 @@ model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=32, v
 prompt = [1, 2, 3]
 print("engine:", model.generate(prompt, 10, temperature=0).tolist())
 print("yours: ", greedy_generate(model, prompt, 10))
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

@@ -41,7 +41,8 @@ from engine.model import tree_flatten, tree_map
 # (`tree_flatten(model.params)` lists them). `freeze_grads(grads, trainable)` takes a gradient
 # tree (shaped like `model.params`) and a list of name prefixes, and returns a **new** tree in which
 # every gradient whose name starts with none of the prefixes is zero; the others are unchanged.
-# Do not change `grads`.
+# A prefix must match the *start* of a name: `"ln"` keeps `"ln_f.g"` and `"ln_f.b"` but not
+# `"h.0.ln_1.g"` (which only contains it). Do not change `grads`.
 #
 # Hint: `tree_map(np.zeros_like, grads)` makes a tree of zeros; `tree_flatten` of a tree gives its
 # own arrays by name, so you can fill them in place.
@@ -75,7 +76,9 @@ def freeze_grads(grads, trainable):
 # An example is a `prompt` (list of ids) and its `answer` (list of ids). The model reads
 # `prompt + answer` without its last token and predicts each next token, but only the predictions
 # of the answer's tokens should count. `answer_loss(model, prompt, answer)` returns that mean
-# cross-entropy. Hint: `model.loss(ids, targets)` ignores every target set to `-1`.
+# cross-entropy. Which targets are ignored depends on their *position*, not on their ids: the same
+# id can appear in the prompt and in the answer. Hint: `model.loss(ids, targets)` ignores every
+# target set to `-1`.
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -109,7 +112,8 @@ def answer_loss(model, prompt, answer):
 #
 # `finetune(model, examples, trainable, steps, lr)`: `examples` is a list of `(prompt, answer)`
 # pairs. At each of `steps` steps, compute every example's answer loss and gradients
-# (`model.loss_and_grads(ids, targets)` with the targets of task 2), average the gradients, keep
+# (`model.loss_and_grads(ids, targets)` with the targets of task 2), average the gradients (their
+# mean over the examples, not their sum: the step's size is checked), keep
 # only the trainable ones (`freeze_grads`), and update `model.params` in place:
 # `p <- p - lr * g`. Return the list of the mean answer losses, one per step, each measured
 # before that step's update.
@@ -150,3 +154,11 @@ model = engine.GPT(engine.GPTConfig(n_layer=2, n_head=2, d_model=32, n_ctx=16, v
 examples = [([3, 4, 5], [6]), ([7, 8], [9, 10]), ([11, 12, 13], [14])]
 losses = finetune(model, examples, ["h.1.", "ln_f"], steps=20, lr=0.5)
 print("not yet" if losses is None else [round(float(l), 3) for l in losses[::4]])
+
+# %% [markdown]
+# ## Your score
+#
+# The cell below grades every task of this notebook: the total, a table of the tasks, and what still fails.
+
+# %%
+grader.check_all()

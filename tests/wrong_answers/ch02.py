@@ -50,3 +50,44 @@ CASES = [
     ("sgd_step", {"sgd_step": sgd_uphill}, "moved *up* the gradient"),
     ("sgd_step", {"sgd_step": sgd_rebinds}, "did not change"),
 ]
+
+
+# ---- patterns the checks used to miss: types the task states
+def windows_float(ids, n_ctx, step):  # right values, float arrays (np.zeros is float by default)
+    ids = np.asarray(ids)
+    n = (len(ids) - n_ctx - 1) // step + 1
+    if len(ids) < n_ctx + 1:
+        raise ValueError("too few tokens")
+    x, y = np.zeros((n, n_ctx)), np.zeros((n, n_ctx))
+    for m in range(n):
+        x[m] = ids[m * step:m * step + n_ctx]
+        y[m] = ids[m * step + 1:m * step + n_ctx + 1]
+    return x, y
+
+
+CASES += [
+    ("make_windows", {"make_windows": windows_float}, "has dtype float64; the task asks for integer arrays"),
+]
+
+
+# ---- correct answers written differently: full marks (tests/test_exercises_wrong.py)
+def windows_view(ids, n_ctx, step):
+    from numpy.lib.stride_tricks import sliding_window_view
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < n_ctx + 1:
+        raise ValueError("fewer than n_ctx + 1 tokens")
+    w = sliding_window_view(ids, n_ctx + 1)[::step]
+    return w[:, :-1], w[:, 1:]
+
+
+def windows_lists(ids, n_ctx, step):  # lists of lists of ints
+    if len(ids) < n_ctx + 1:
+        raise ValueError("fewer than n_ctx + 1 tokens")
+    starts = range(0, len(ids) - n_ctx, step)
+    return [list(ids[s:s + n_ctx]) for s in starts], [list(ids[s + 1:s + n_ctx + 1]) for s in starts]
+
+
+RIGHT = [
+    ("make_windows", {"make_windows": windows_view}),
+    ("make_windows", {"make_windows": windows_lists}),
+]

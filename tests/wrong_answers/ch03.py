@@ -1,5 +1,6 @@
 """Wrong answers for chapter 3, Tokens."""
 import collections
+import numpy as np
 
 import engine
 
@@ -50,4 +51,60 @@ CASES = [
      "' robot' is a single id"),
     ("robot", {"robot_ids": enc.encode(" robot"), "space_robot_ids": enc.encode("robot"), "robot_answer": "B"},
      "`robot_ids`: the ids of 'robot' are not"),
+]
+
+
+# ---- patterns the checks used to miss: ties, and whitespace
+def mfp_smallest(ids):  # ties go to the smallest pair instead of the first seen
+    import collections
+    c = collections.Counter(zip(ids, ids[1:]))
+    if not c:
+        return None
+    best = max(c.values())
+    return min(p for p in c if c[p] == best)
+
+
+def count_stripped(text):  # drops leading and trailing whitespace
+    from engine import get_encoding
+    return len(get_encoding("gpt2").encode(text.strip()))
+
+
+def count_squeezed(text):  # collapses runs of whitespace
+    from engine import get_encoding
+    return len(get_encoding("gpt2").encode(" ".join(text.split())))
+
+
+CASES += [
+    ("most_frequent_pair", {"most_frequent_pair": mfp_smallest}, "smallest of the tied pairs"),
+    ("count_tokens", {"count_tokens": count_stripped}, "dropping or squeezing whitespace"),
+    ("count_tokens", {"count_tokens": count_squeezed}, "dropping or squeezing whitespace"),
+]
+
+
+# ---- correct answers written differently: full marks
+def mfp_loop(ids):  # a dict and a loop; returns a list
+    counts, best = {}, None
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    for pair, n in counts.items():
+        if best is None or n > counts[best]:
+            best = pair
+    return None if best is None else list(best)
+
+
+def merge_array(ids, pair, new_id):  # returns a NumPy array
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return np.asarray(out, dtype=np.int64)
+
+
+RIGHT = [
+    ("most_frequent_pair", {"most_frequent_pair": mfp_loop}),
+    ("merge", {"merge": merge_array}),
 ]

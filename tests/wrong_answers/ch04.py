@@ -1,4 +1,5 @@
 """Wrong answers for chapter 4, Parameters."""
+import numpy as np
 
 
 def n_params_untied(n_layer, d_model, n_ctx, vocab_size):  # counts the output layer separately
@@ -41,3 +42,34 @@ CASES = [
     ("gpu_years", {"gpu_years": years_ignore_utilization}, "divide by peak x utilization"),
     ("gpu_years", {"gpu_years": years_times_utilization}, "divide by it, do not multiply"),
 ]
+
+
+# ---- misleading feedback that used to come up: LayerNorm without a bias
+def n_params_ln_no_bias(n_layer, d_model, n_ctx, vocab_size):  # LayerNorms with a gain only
+    d = d_model
+    block = 12 * d * d + 9 * d + 2 * d
+    return n_layer * block + (vocab_size + n_ctx) * d + d
+
+
+def n_params_mlp_2d(n_layer, d_model, n_ctx, vocab_size):  # MLP d -> 2d -> d
+    d = d_model
+    block = 8 * d * d + 13 * d - 2 * d
+    return n_layer * block + (vocab_size + n_ctx) * d + 2 * d
+
+
+CASES += [
+    ("n_params", {"n_params": n_params_ln_no_bias}, "every LayerNorm has a bias b as well as a gain g"),
+    ("n_params", {"n_params": n_params_mlp_2d}, "each block is"),
+]
+
+
+# ---- correct answers written differently: full marks
+def n_params_sum(n_layer, d_model, n_ctx, vocab_size):  # each matrix and vector spelled out; numpy ints
+    d = np.int64(d_model)
+    ln = 2 * d
+    attn = d * 3 * d + 3 * d + d * d + d
+    mlp = d * 4 * d + 4 * d + 4 * d * d + d
+    return int(vocab_size * d + n_ctx * d + n_layer * (2 * ln + attn + mlp) + ln)
+
+
+RIGHT = [("n_params", {"n_params": n_params_sum})]

@@ -38,3 +38,28 @@ CASES = [
     ("dot_products", {"dot_products": dots_full_square}, "counts the future too"),
     ("dot_products", {"dot_products": dots_with_mask}, "a terabyte"),
 ]
+
+
+# ---- correct answers written differently: full marks
+def banded_int_loops(T, window):  # nested lists of 0/1
+    return [[1 if i - window < j <= i else 0 for j in range(T)] for i in range(T)]
+
+
+def strided_tril(T, stride):
+    d = np.subtract.outer(np.arange(T), np.arange(T))
+    return np.tril((d < stride) | (d % stride == 0))
+
+
+def dots_python(kind, T, window=256, stride=32):  # plain Python sums over queries, floats allowed
+    if kind == "dense":
+        return T * (T + 1) / 2
+    if kind == "banded":
+        return sum(min(i + 1, window) for i in range(T))
+    return sum(min(i + 1, stride) + i // stride for i in range(T))
+
+
+RIGHT = [
+    ("banded_mask", {"banded_mask": banded_int_loops}),
+    ("strided_mask", {"strided_mask": strided_tril}),
+    ("dot_products", {"dot_products": dots_python}),
+]

@@ -68,3 +68,91 @@ CASES = [
     ("greedy_generate", {"greedy_generate": greedy_only_new}, "returned only the"),
     ("greedy_generate", {"greedy_generate": greedy_first_position}, "argmax of the last position"),
 ]
+
+
+# ---- patterns the checks used to miss: rows far apart, ties, exact boundaries
+def softmax_batch_max(logits, temperature=1.0):  # shifts by the batch's maximum, not each row's
+    z = np.asarray(logits, dtype=float) / temperature
+    e = np.exp(z - z.max())
+    return e / e.sum(-1, keepdims=True)
+
+
+def top_k_keeps_ties(logits, k):  # keeps every token at least as likely as the k-th
+    p = good_softmax(logits)
+    kth = np.sort(p)[::-1][min(k, len(p)) - 1]
+    out = np.where(p >= kth, p, 0.0)
+    return out / out.sum()
+
+
+def top_p_le(logits, p):  # keeps a token while the mass before it is <= p (one too many at the boundary)
+    probs = good_softmax(logits)
+    order = np.argsort(-probs, kind="stable")
+    cum = np.cumsum(probs[order])
+    keep = order[(cum - probs[order]) <= p]
+    out = np.zeros_like(probs)
+    out[keep] = probs[keep]
+    return out / out.sum()
+
+
+CASES += [
+    ("softmax", {"softmax": softmax_batch_max}, "subtract each row's own maximum"),
+    ("top_k", {"top_k_probs": top_k_keeps_ties}, "keep exactly k tokens even when several tie"),
+    ("top_p", {"top_p_probs": top_p_le}, "add up to exactly p, stop"),
+]
+
+
+# ---- correct answers written differently: full marks
+def softmax_loop(logits, temperature=1.0):  # a loop over rows, lists allowed
+    z = np.atleast_2d(np.asarray(logits, dtype=np.float64)) / temperature
+    rows = []
+    for r in z:
+        e = np.exp(r - r.max())
+        rows.append(e / e.sum())
+    out = np.array(rows)
+    return out if np.ndim(logits) == 2 else out[0]
+
+
+def top_k_argpartition(logits, k):  # which of the tied tokens it keeps is arbitrary
+    p = good_softmax(logits)
+    if k >= len(p):
+        return p
+    keep = np.argpartition(-p, k - 1)[:k]
+    out = np.zeros_like(p)
+    out[keep] = p[keep]
+    return out / out.sum()
+
+
+def top_p_loop(logits, p):
+    probs = good_softmax(logits)
+    out, mass = np.zeros_like(probs), 0.0
+    for i in sorted(range(len(probs)), key=lambda i: -probs[i]):
+        if mass >= p:
+            break
+        out[i] = probs[i]
+        mass += probs[i]
+    return out / out.sum()
+
+
+RIGHT = [
+    ("softmax", {"softmax": softmax_loop}),
+    ("top_k", {"top_k_probs": top_k_argpartition}),
+    ("top_p", {"top_p_probs": top_p_loop}),
+]
+
+
+def greedy_array(model, prompt, n_new):  # returns a NumPy array; feeds the last token even on the last step
+    from engine.generate import KVCache, forward_cached
+    out = np.asarray(prompt, dtype=np.int64)
+    if n_new == 0:
+        return out
+    cache = KVCache(model, 1)
+    logits = forward_cached(model, out[None], cache)
+    for _ in range(n_new):
+        nxt = np.asarray(logits)[0].argmax()
+        out = np.append(out, nxt)
+        if len(out) < model.cfg.n_ctx:
+            logits = forward_cached(model, np.asarray([[nxt]]), cache)
+    return out
+
+
+RIGHT += [("greedy_generate", {"greedy_generate": greedy_array})]

@@ -44,3 +44,22 @@ def matches(got, want, rtol=1e-4, atol=1e-6) -> bool:
         return g.shape == w.shape and bool(np.allclose(g, w, rtol=rtol, atol=atol))
     except Exception:
         return False
+
+
+def diagnose(got, want, candidates, rtol=1e-7, atol=1e-10) -> str:
+    """The hint of the first known mistake whose output ``got`` reproduces (and ``want`` does not).
+
+    ``candidates`` holds ``(hint, thunk)`` pairs; each thunk recomputes the output under one mistake.
+    A thunk that fails, or a mistake that gives the right answer on this input, is skipped.
+    """
+    if matches(got, want, rtol=rtol, atol=atol):
+        return ""
+    for hint, thunk in candidates:
+        try:
+            with np.errstate(all="ignore"):
+                alt = thunk()
+        except Exception:
+            continue
+        if not matches(alt, want, rtol=rtol, atol=atol) and matches(got, alt, rtol=rtol, atol=atol):
+            return hint
+    return ""

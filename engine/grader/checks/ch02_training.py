@@ -30,6 +30,12 @@ def _check_windows(f, ids, n_ctx, step):
     if y is not None and y.shape == x_want.shape and np.array_equal(y, x_want):
         raise Fail(f"{what}: y equals x; the targets are the *next* tokens, x shifted left by one")
     close(got[1], y_want, what + " targets y", hint="y[m, t] is the token right after x[m, t]")
+    for name, arr in (("x", got[0]), ("y", got[1])):
+        dt = np.asarray(arr).dtype
+        if dt.kind not in "iu":
+            raise Fail(f"{what}: {name} has dtype {dt}; the task asks for integer arrays (token ids index the "
+                       "embedding table, and model.loss rejects float ids): build them with an integer dtype, "
+                       "e.g. np.asarray(ids, dtype=np.int64), not np.zeros(...) (float by default)")
 
 
 @windows.part("non-overlapping windows (step = n_ctx)")

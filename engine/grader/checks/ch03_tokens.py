@@ -59,8 +59,19 @@ def _mfp_case(f, ids):
         raise Fail(f"{what} returned {describe(got)}; expected a pair of ids like (104, 101)") from None
     if g != want:
         counts = collections.Counter(zip(ids, ids[1:]))
+        hint = ""
+        if counts.get(g, 0) == counts[want]:
+            tied = [q for q in counts if counts[q] == counts[want]]
+            if g == min(tied):
+                hint = (". That is the smallest of the tied pairs. Ties go to the pair that appears first in ids, "
+                        "not the smallest (max over a Counter, which keeps first-seen order, does that)")
+            elif g == tied[-1]:
+                hint = (". That is the tied pair seen last. Ties go to the pair that appears first (keep the "
+                        "first maximum: compare with >, not >=)")
+            else:
+                hint = ". Ties go to the pair that appears first"
         raise Fail(f"{what}: expected {want} (seen {counts[want]} times), got {g} (seen {counts.get(g, 0)} times)"
-                   + (". Ties go to the pair that appears first" if counts.get(g, 0) == counts[want] else ""))
+                   + hint)
 
 
 @mfp.part("random id lists")
@@ -74,6 +85,8 @@ def _(f):
 @mfp.part("ties and short lists")
 def _(f):
     _mfp_case(f, [1, 2, 3, 4, 3, 4, 1, 2])  # (1, 2) and (3, 4) both twice: (1, 2) comes first
+    _mfp_case(f, [5, 6, 1, 2, 5, 6, 1, 2])  # tied: (5, 6) is first, (1, 2) the smallest
+    _mfp_case(f, [9, 8, 3, 9, 8, 3, 1])  # tied: (9, 8) is first, (3, 9) and (8, 3) come later
     _mfp_case(f, [7, 7, 7])  # (7, 7) counted twice (overlapping counts are fine for counting)
     _mfp_case(f, [5])
     _mfp_case(f, [])
@@ -135,7 +148,13 @@ def _count_case(f, text):
         raise Fail(f"count_tokens({text!r}) returned {describe(got)}; expected an integer") from None
     if g != want:
         hint = ""
-        if g == len(text):
+        enc = get_encoding("gpt2")
+        trimmed = {len(enc.encode(text.strip())), len(enc.encode(" ".join(text.split()))),
+                   len(enc.encode("".join(text.split())))} - {want}
+        if g in trimmed:
+            hint = (": that is the count after dropping or squeezing whitespace; spaces and newlines are part of "
+                    "the text and cost tokens too, so encode the text exactly as given")
+        elif g == len(text):
             hint = ": that is the number of characters; tokens are counted with engine.get_encoding('gpt2').encode"
         elif g == len(text.encode()):
             hint = ": that is the number of UTF-8 bytes; count the ids that encode returns"

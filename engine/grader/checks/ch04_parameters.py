@@ -36,9 +36,34 @@ def _np_case(f, cfg: GPTConfig):
                 -L * 9 * d: "count the biases of the four linear layers (3d + d + 4d + d per layer)",
                 -L * 13 * d: "count the biases and the LayerNorms (13 d_model per layer)",
                 -L * 4 * d * d: "the MLP is d_model -> 4 d_model -> d_model: 8 d^2 weights, not 4 d^2"}.get(diff, "")
-        if not hint and diff % L == 0 and abs(diff) < 20 * d * d * L:
-            hint = f"you are {diff // L:+,} per layer off: a block holds 12 d^2 + 13 d parameters"
+        if not hint:
+            hint = _split_diff(f, cfg, diff)
     number(got, float(want), what, rtol=0, hint=hint)
+
+
+def _split_diff(f, cfg: GPTConfig, diff: int) -> str:
+    """Split the error into per-block and outside-the-blocks parts: ask for one more layer and compare."""
+    d, L = cfg.d_model, cfg.n_layer
+    try:
+        more = int(call(f, L + 1, d, cfg.n_ctx, cfg.vocab_size, name="n_params",
+                        arg_names=["n_layer", "d_model", "n_ctx", "vocab_size"]))
+    except Exception:
+        return ""
+    want_more = GPTConfig(n_layer=L + 1, n_head=cfg.n_head, d_model=d, n_ctx=cfg.n_ctx,
+                          vocab_size=cfg.vocab_size).n_params()
+    per = (more - want_more) - diff  # the error of one block
+    rest = diff - L * per
+    if per == -2 * d and rest == -d:
+        return ("every LayerNorm has a bias b as well as a gain g: 2 d_model parameters per LayerNorm "
+                "(two per block, and ln_f)")
+    if per == -2 * d and rest == 0:
+        return "count both LayerNorms of every block, each with a gain and a bias (4 d_model per layer)"
+    parts = []
+    if per:
+        parts.append(f"each block is {per:+,} off (a block holds 12 d^2 + 13 d = {12 * d * d + 13 * d:,} parameters)")
+    if rest:
+        parts.append(f"{rest:+,} off outside the blocks (wte, wpe and ln_f hold (vocab_size + n_ctx) d + 2 d)")
+    return "; ".join(parts)
 
 
 @npar.part("GPT-3 Small")

@@ -10,7 +10,7 @@ from ...layers import (block_forward, gelu_forward, layernorm_forward, merge_hea
                        self_attention_forward, split_heads)
 from ..core import task
 from ..runner import Fail, as_array, call, close
-from ._util import matches, rand_linear, tiny_model
+from ._util import diagnose, matches, rand_linear, tiny_model
 
 CH = "05_layers"
 
@@ -24,22 +24,102 @@ def _block_params(rng, C):
             "ln_2": _ln_params(rng, C), "mlp": {"c_fc": rand_linear(rng, C, 4 * C), "c_proj": rand_linear(rng, 4 * C, C)}}
 
 
+# ---------------------------------------------------------------------- known mistakes, recomputed
+EPS_OUTSIDE = ("add eps to the variance *inside* the square root: (x - mean) / sqrt(var + eps), "
+               "not (x - mean) / (sqrt(var) + eps)")
+SCALE_C = "divide the scores by sqrt(D), D = C / n_head the size of one head, not by sqrt(C)"
+NO_SCALE = "divide the scores q.k by sqrt(D), the head size"
+
+
+def _ln_v(x, q, eps=1e-5, inside=True, bias=True, ddof=0):
+    xc = x - x.mean(-1, keepdims=True)
+    var = (xc ** 2).sum(-1, keepdims=True) / (x.shape[-1] - ddof)
+    n = xc / np.sqrt(var + eps) if inside else xc / (np.sqrt(var) + eps)
+    return n * q["g"] + (q["b"] if bias else 0.0)
+
+
+def _att_v(q, k, v, scale):
+    T = q.shape[-2]
+    s = q @ np.swapaxes(k, -1, -2) / scale
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True) @ v
+
+
+QKV = ("q", "k", "v")
+
+
+def _sa_v(x, p, H, scale="D", order=(0, 1, 2)):
+    B, T, C = x.shape
+    D = C // H
+    parts = np.split(x @ p["c_attn"]["w"] + p["c_attn"]["b"], 3, axis=-1)
+    q, k, v = (parts[i].reshape(B, T, H, D).transpose(0, 2, 1, 3) for i in order)
+    y = _att_v(q, k, v, {"D": math.sqrt(D), "C": math.sqrt(C), "1": 1.0}[scale])
+    return y.transpose(0, 2, 1, 3).reshape(B, T, C) @ p["c_proj"]["w"] + p["c_proj"]["b"]
+
+
+def _sa_mistakes(x, p, H):
+    out = []
+    if H > 1:
+        out.append((SCALE_C, lambda: _sa_v(x, p, H, scale="C")))
+    out.append((NO_SCALE, lambda: _sa_v(x, p, H, scale="1")))
+    for order in [(1, 0, 2), (0, 2, 1), (2, 1, 0), (1, 2, 0), (2, 0, 1)]:
+        took = ", ".join(f"the {QKV[i]} columns as {QKV[j]}" for j, i in enumerate(order) if i != j)
+        out.append((f"c_attn's output holds q, k, v in that order (columns 0:C, C:2C, 2C:3C); you took {took}",
+                    lambda order=order: _sa_v(x, p, H, order=order)))
+    return out
+
+
+def _block_v(x, p, H, ln=None, sa=None):
+    ln, sa = ln or {}, sa or {}
+    a = x + _sa_v(_ln_v(x, p["ln_1"], **ln), p["attn"], H, **sa)
+    return a + mlp_forward(_ln_v(a, p["ln_2"], **ln), p["mlp"])[0]
+
+
+def _block_mistakes(x, p, H):
+    out = [(EPS_OUTSIDE, lambda: _block_v(x, p, H, ln={"inside": False})),
+            ("LayerNorm shifts by b after scaling by g: g * (x - mean) / sqrt(var + eps) + b",
+             lambda: _block_v(x, p, H, ln={"bias": False})),
+            ("LayerNorm uses the plain variance (divide by C), not the sample variance (C - 1)",
+             lambda: _block_v(x, p, H, ln={"ddof": 1}))]
+    if H > 1:
+        out.append((f"in the attention: {SCALE_C}", lambda: _block_v(x, p, H, sa={"scale": "C"})))
+    out.append((f"in the attention: {NO_SCALE}", lambda: _block_v(x, p, H, sa={"scale": "1"})))
+    for order in [(1, 0, 2), (0, 2, 1), (2, 1, 0), (1, 2, 0), (2, 0, 1)]:
+        out.append(("in the attention: c_attn's output holds q, k, v in that order (columns 0:C, C:2C, 2C:3C)",
+                    lambda order=order: _block_v(x, p, H, sa={"order": order})))
+    return out
+
+
 # ---------------------------------------------------------------------- layernorm
 ln = task("layernorm", CH, "LayerNorm", "layernorm")
 
 
-def _ln_case(f, x, g, b):
-    what = f"layernorm(x {x.shape}, g, b)"
-    got = call(f, x, g, b, name="layernorm", arg_names=["x", "g", "b"])
-    want = layernorm_forward(x, {"g": g, "b": b}, 1e-5)[0]
+def _ln_case(f, x, g, b, eps=None):
+    what = f"layernorm(x {x.shape}, g, b" + (f", eps={eps})" if eps is not None else ")")
+    args = (x, g, b) if eps is None else (x, g, b, eps)
+    got = call(f, *args, name="layernorm", arg_names=["x", "g", "b", "eps"][:len(args)])
+    e = 1e-5 if eps is None else eps
+    q = {"g": g, "b": b}
+    want = layernorm_forward(x, q, e)[0]
     hint = ""
     xc = x - x.mean(-1, keepdims=True)
-    if x.shape[-1] > 1 and matches(got, xc / np.sqrt(x.var(-1, ddof=1, keepdims=True) + 1e-5) * g + b):
+    if x.shape[-1] > 1 and matches(got, _ln_v(x, q, e, ddof=1)):
         hint = "use the plain variance (divide by C), not the sample variance (C - 1)"
-    elif x.ndim >= 2 and matches(got, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * g + b):
+    elif x.ndim >= 2 and matches(got, (x - x.mean(0)) / np.sqrt(x.var(0) + e) * g + b):
         hint = "normalise over the last axis (each position's C channels), not over the batch"
-    elif matches(got, xc / np.sqrt(x.var(-1, keepdims=True) + 1e-5)):
+    elif matches(got, xc / np.sqrt(x.var(-1, keepdims=True) + e)):
         hint = "scale by g and shift by b after normalising"
+    else:
+        cands = [(EPS_OUTSIDE, lambda: _ln_v(x, q, e, inside=False)),
+                 ("shift by b after scaling by g: g * (x - mean) / sqrt(var + eps) + b",
+                  lambda: _ln_v(x, q, e, bias=False))]
+        if eps is not None:
+            cands.insert(0, (f"use the eps you are given (eps={eps}), not a fixed 1e-5",
+                             lambda: _ln_v(x, q, 1e-5)))
+            cands.append((f"use the eps you are given (eps={eps}), not a fixed 1e-5; and " + EPS_OUTSIDE,
+                          lambda: _ln_v(x, q, 1e-5, inside=False)))
+        hint = diagnose(got, want, cands, rtol=1e-9, atol=1e-12)
     close(got, want, what, rtol=1e-6, atol=1e-8, hint=hint)
 
 
@@ -62,6 +142,14 @@ def _(f):
     if not np.isfinite(got).all():
         raise Fail("layernorm of a constant row gave NaN/inf: add eps to the variance *inside* the square root")
     _ln_case(f, x, g, b)
+
+
+@ln.part("the eps argument: other values of eps")
+def _(f):
+    rng = np.random.default_rng(46)
+    for eps in (0.1, 1.0, 1e-3):
+        x = rng.standard_normal((2, 3, 6)) * 0.5
+        _ln_case(f, x, *_ln_params(rng, 6).values(), eps=eps)
 
 
 # ---------------------------------------------------------------------- gelu
@@ -105,12 +193,44 @@ def _ref_att(q, k, v, causal=True, scale=True):
 
 
 def _att_case(f, q, k, v, hint=""):
+    what = f"causal_attention(q, k, v of shape {q.shape})"
     got = call(f, q, k, v, name="causal_attention", arg_names=["q", "k", "v"])
-    if q.shape[0] > 1 and matches(got, _ref_att(q, k, v, causal=False)):  # a recognised mistake wins
+    T, D = q.shape
+    want = _ref_att(q, k, v)
+    arr = as_array(got, what, want.shape)
+    if T > 1 and arr.dtype.kind in "fiu" and np.isfinite(arr[1:]).all() and \
+            matches(arr[1:], _strict_att(q, k, v)[1:], rtol=1e-6, atol=1e-9):
+        raise Fail(f"{what}: your mask hides the diagonal (j < i), so position 0 sees nothing"
+                   + (" and its row is 0 / 0" if not np.isfinite(arr[0]).all() else "") +
+                   ": each position sees itself and everything before it, keep j <= i (np.tril with k=0)")
+    if T > 1 and matches(got, _ref_att(q, k, v, causal=False)):  # a recognised mistake wins
         hint = "position 0 can see position 1: your mask is not causal (set scores of j > i to -inf)"
-    elif matches(got, _ref_att(q, k, v, scale=False)):
-        hint = "divide the scores q.k by sqrt(D), the head size"
-    close(got, _ref_att(q, k, v), f"causal_attention(q, k, v of shape {q.shape})", rtol=1e-6, atol=1e-9, hint=hint)
+    else:
+        s = q @ k.T / math.sqrt(D)
+        e = np.exp(s - s.max(-1, keepdims=True))
+        after = (e / e.sum(-1, keepdims=True)) * np.tril(np.ones((T, T)))
+        found = diagnose(got, want, [
+            (NO_SCALE, lambda: _ref_att(q, k, v, scale=False)),
+            ("divide the scores by sqrt(D), not by D", lambda: _att_v(q, k, v, D)),
+            ("you masked after the softmax, so each row's weights no longer sum to 1: set the scores of j > i "
+             "to -inf *before* the softmax", lambda: after @ v),
+        ] + [(f"the arguments are q, k, v in that order: scores q @ k.T, weights @ v (you used {a} as q, {b} as k, "
+              f"{c} as v)", lambda a=a, b=b, c=c: _att_v(*(dict(q=q, k=k, v=v)[n] for n in (a, b, c)), math.sqrt(D)))
+             for a, b, c in [("k", "q", "v"), ("q", "v", "k"), ("v", "k", "q")]], rtol=1e-6, atol=1e-9)
+        if found:
+            hint = found
+        elif hint and np.isfinite(arr).all():
+            hint = ""  # the overflow hint only where something did overflow
+    close(got, want, what, rtol=1e-6, atol=1e-9, hint=hint)
+
+
+def _strict_att(q, k, v):
+    """Attention under a mask that hides the diagonal too (j < i); row 0 is left as NaN."""
+    T = q.shape[0]
+    s = np.where(np.tril(np.ones((T, T), bool), -1), q @ k.T / math.sqrt(q.shape[-1]), -np.inf)
+    with np.errstate(all="ignore"):
+        e = np.exp(s - s.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True) @ v
 
 
 @att.part("random shapes")
@@ -223,8 +343,11 @@ sa = task("self_attention", CH, "Multi-head causal self-attention", "self_attent
 
 def _sa_case(f, x, p, H, hint=""):
     got = call(f, x, p, H, name="self_attention", arg_names=["x", "p", "n_head"])
-    close(got, self_attention_forward(x, p, H)[0], f"self_attention(x {x.shape}, p, n_head={H})",
-          rtol=1e-6, atol=1e-9, hint=hint)
+    want = self_attention_forward(x, p, H)[0]
+    found = diagnose(got, want, _sa_mistakes(x, p, H), rtol=1e-6, atol=1e-9)
+    if not found and H > 1 and matches(got, self_attention_forward(x, p, 1)[0]):
+        found = "use n_head heads of D = C / n_head each (you attended with one head of size C)"
+    close(got, want, f"self_attention(x {x.shape}, p, n_head={H})", rtol=1e-6, atol=1e-9, hint=found or hint)
 
 
 @sa.part("random shapes")
@@ -264,6 +387,8 @@ def _block_case(f, x, p, H):
         elif matches(got, self_attention_forward(layernorm_forward(x, p["ln_1"])[0], p["attn"], H)[0]
                      + mlp_forward(layernorm_forward(a, p["ln_2"])[0], p["mlp"])[0]):
             hint = "keep the residual connection: add each sub-block's output to x"
+        else:
+            hint = diagnose(got, want, _block_mistakes(x, p, H), rtol=1e-9, atol=1e-11)
     close(got, want, f"block(x {x.shape}, p, n_head={H})", rtol=1e-6, atol=1e-9, hint=hint)
 
 

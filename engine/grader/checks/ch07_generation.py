@@ -18,15 +18,29 @@ def _sm_case(f, logits, temperature=1.0, hint=""):
     what = f"softmax(logits {logits.shape}, temperature={temperature})"
     got = call(f, logits, temperature, name="softmax", arg_names=["logits", "temperature"])
     want = ref_softmax(logits, temperature)
-    if logits.ndim == 2 and matches(got, np.exp(logits / temperature) / np.exp(logits / temperature).sum()):
+    z = logits / temperature
+    if logits.ndim == 2 and matches(got, np.exp(z - z.max()) / np.exp(z - z.max()).sum()):
         hint = "normalise each row on its own (sum over the last axis, keepdims=True)"
-    if not hint and logits.ndim == 2 and matches(got, np.exp(logits / temperature) / np.exp(logits / temperature).sum()):
-        hint = "normalise each row on its own (sum over the last axis, keepdims=True)"
-    if not hint and temperature != 1 and matches(got, ref_softmax(logits * temperature)):
+    elif logits.ndim == 2 and logits.shape[0] > 1 and not matches(got, want) and _global_max_softmax(z, got):
+        hint = ("subtract each row's own maximum (z.max(axis=-1, keepdims=True)), not the maximum of the "
+                "whole batch: a row far below the batch's maximum underflows to 0 / 0")
+    elif temperature != 1 and matches(got, ref_softmax(logits * temperature)):
         hint = "divide the logits by the temperature (you multiplied)"
-    if not hint and temperature != 1 and matches(got, ref_softmax(logits)):
+    elif temperature != 1 and matches(got, ref_softmax(logits)):
         hint = "divide the logits by the temperature before exp"
     close(got, want, what, rtol=1e-6, atol=1e-12, hint=hint)
+
+
+def _global_max_softmax(z, got):
+    """True if ``got`` is what a softmax shifted by the batch's maximum (not each row's) gives."""
+    e = np.exp(z - z.max())
+    with np.errstate(all="ignore"):
+        w = e / e.sum(-1, keepdims=True)
+    try:
+        g = np.asarray(got, dtype=np.float64)
+    except Exception:
+        return False
+    return g.shape == w.shape and bool(np.allclose(g, w, rtol=1e-6, atol=1e-12, equal_nan=True))
 
 
 @sm.part("random logits, one row and a batch of rows")
@@ -43,6 +57,9 @@ def _(f):
              hint="your softmax overflows for logits near 1000: subtract the row maximum first")
     _sm_case(f, rng.standard_normal((2, 6)) * 1000, hint="your softmax overflows for logits near 1000: subtract the row maximum first")
     _sm_case(f, np.array([-1000.0, -1001.0, -2000.0]), hint="subtract the row maximum first: exp(-1000) underflows to 0")
+    # rows far apart: each row must be shifted by its own maximum
+    _sm_case(f, np.array([[1000.0, 999.0, 998.0], [0.0, -1.0, 2.0], [-1000.0, -1002.0, -1001.0]]),
+             hint="subtract each row's own maximum (axis=-1, keepdims=True) before exp")
 
 
 @sm.part("temperature")
@@ -55,17 +72,26 @@ def _(f):
 
 # ---------------------------------------------------------------------- top-k / top-p
 def _probs_case(f, name, logits, value, want, argname, hint=""):
+    """Compare with the reference; where probabilities tie, any choice among the tied tokens is accepted."""
     what = f"{name}(logits of {logits.shape[0]} tokens, {argname}={value})"
     got = as_array(call(f, logits, value, name=name, arg_names=["logits", argname]), what, want.shape)
     if got.dtype.kind not in "fiu":
         raise Fail(f"{what} returned dtype {got.dtype}; expected probabilities")
+    if not np.isfinite(got).all():
+        raise Fail(f"{what} returned NaN or inf; expected probabilities")
     kept_want = want > 0
     kept_got = got > 0
     if (kept_got != kept_want).any():
         n_got, n_want = int(kept_got.sum()), int(kept_want.sum())
         if n_got != n_want:
             raise Fail(f"{what} kept {n_got} tokens, expected {n_want}" + (f". {hint}" if hint else ""))
-        raise Fail(f"{what} kept the wrong tokens: keep the most likely ones (ids {np.flatnonzero(kept_want)[:8].tolist()})")
+        probs = ref_softmax(logits)
+        lo_kept, hi_dropped = probs[kept_got].min(), probs[~kept_got].max() if (~kept_got).any() else -1.0
+        if not lo_kept >= hi_dropped - 1e-12 * max(hi_dropped, 1e-300):  # a tie may go either way
+            raise Fail(f"{what} kept the wrong tokens: keep the most likely ones "
+                       f"(ids {np.flatnonzero(kept_want)[:8].tolist()})")
+        want = np.where(kept_got, probs, 0.0)
+        want = want / want.sum()
     if not np.isclose(got.sum(), 1.0, atol=1e-6):
         raise Fail(f"{what}: the kept probabilities sum to {got.sum():.4f}; renormalise them to sum to 1")
     close(got, want, what, rtol=1e-6, atol=1e-12)
@@ -90,6 +116,17 @@ def _(f):
         _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k")
 
 
+TIES_HINT = ("keep exactly k tokens even when several tie with the k-th: rank them (np.argsort) and keep the "
+             "first k, rather than keeping every token at least as likely as the k-th")
+
+
+@tk.part("ties: exactly k tokens even when others tie with the k-th")
+def _(f):
+    for x, k in [(np.array([2.0, 1.0, 1.0, 1.0, 0.0, -1.0]), 2), (np.array([0.5, 3.0, 0.5, 3.0, 0.5, 0.5, -2.0]), 3),
+                 (np.zeros(8), 4)]:
+        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k", hint=TIES_HINT)
+
+
 tp = task("top_p", CH, "Top-p (nucleus)", "top_p_probs")
 TOP_P_HINT = ("keep the smallest set of most likely tokens whose probability reaches p, including the token "
               "that crosses p")
@@ -109,6 +146,16 @@ def _(f):
     x = rng.standard_normal(15) * 2
     for p in (1e-9, 1.0):
         _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT)
+
+
+BOUNDARY_HINT = ("when the kept tokens add up to exactly p, stop: the next token is not needed. Keep a token "
+                 "only while the mass of the tokens before it is still *less than* p")
+
+
+@tp.part("the mass lands exactly on p")
+def _(f):
+    for x, p in [(np.zeros(4), 0.5), (np.zeros(8), 0.375), (np.zeros(8), 0.75)]:  # probabilities 1/4, 1/8: exact
+        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=BOUNDARY_HINT)
 
 
 # ---------------------------------------------------------------------- greedy loop with a KV cache

@@ -31,6 +31,15 @@ def answer_targets(prompt, answer):
     return x, t
 
 
+def k_matches(gflat, flat, keep) -> bool:
+    """True if ``gflat`` keeps exactly the leaves in ``keep`` and zeroes the others."""
+    try:
+        return all(np.array_equal(np.asarray(gflat[k]), flat[k] if k in keep else np.zeros_like(flat[k]))
+                   for k in flat)
+    except Exception:
+        return False
+
+
 # ---------------------------------------------------------------------- freeze_grads
 fz = task("freeze_grads", CH, "Freezing all but some parameters", "freeze_grads")
 
@@ -48,6 +57,13 @@ def _fz_case(f, trainable):
     except Exception:
         raise Fail(f"{what} returned {describe(got)}; return a tree shaped like grads (dicts and the list 'h')") from None
     want = tree_flatten(ref_freeze_grads(grads, trainable))
+    flat = tree_flatten(grads)
+    substr = {k for k in flat if any(q in k for q in trainable)}
+    wrong = [k for k in want if k in substr and not any(k.startswith(q) for q in trainable)]
+    if wrong and k_matches(gflat, flat, substr):
+        raise Fail(f"{what}: leaf {wrong[0]} is frozen (its name does not *start* with any of {trainable}), but "
+                   f"you kept its gradient: a name is trainable when it starts with a prefix "
+                   "(name.startswith(prefix)), not when it merely contains it (prefix in name)")
     missing = sorted(set(want) - set(gflat))
     if missing:
         raise Fail(f"{what}: the result lacks {missing[0]} (and {len(missing) - 1} more); keep every leaf, "
@@ -71,27 +87,53 @@ def _(f):
     _fz_case(f, ["wte", "wpe", "h.", "ln_f"])
 
 
+@fz.part("names start with a prefix: 'ln' is ln_f, not h.0.ln_1")
+def _(f):
+    _fz_case(f, ["ln"])
+    _fz_case(f, ["w", "h.1.attn"])
+
+
 # ---------------------------------------------------------------------- answer_loss
 al = task("answer_loss", CH, "The task loss: only the answer counts", "answer_loss")
+
+
+def _al_case(f, model, prompt, answer):
+    x, t = answer_targets(prompt, answer)
+    want = model.loss(x, t)
+    got = call(f, model, prompt, answer, name="answer_loss", arg_names=["model", "prompt", "answer"])
+    hint = ""
+    seq = np.asarray(list(prompt) + list(answer))
+    try:
+        g = float(got)
+        full = model.loss(x, seq[None, 1:])
+        by_value = np.where(np.isin(seq[1:], answer), seq[1:], -1)[None]
+        not_prompt = np.where(np.isin(seq[1:], prompt), -1, seq[1:])[None]
+        if abs(g - full) < 1e-9:
+            hint = "that scores the prompt too: set the targets of the prompt positions to -1"
+        elif (abs(g - model.loss(x, by_value)) < 1e-9 or
+              ((not_prompt >= 0).any() and abs(g - model.loss(x, not_prompt)) < 1e-9)):
+            hint = ("you chose the targets to ignore by their *value* (is the token in the prompt / the answer?); "
+                    "choose them by *position*: the first len(prompt) - 1 targets are prompt tokens, whatever "
+                    "their ids (the same id can be in both)")
+    except Exception:
+        pass
+    number(got, want, f"answer_loss(model, prompt={prompt}, answer={answer})", rtol=1e-6, hint=hint or
+           "inputs are prompt + answer without the last token, targets the same shifted by one, "
+           "with -1 at the positions whose next token is still prompt")
 
 
 @al.part("matches the masked cross-entropy", points=2)
 def _(f):
     model = tiny_model(61)
     for prompt, answer in [([3, 4, 5, 6], [7, 8]), ([1, 2], [9]), ([10, 11, 12], [13, 14, 15, 16])]:
-        x, t = answer_targets(prompt, answer)
-        want = model.loss(x, t)
-        got = call(f, model, prompt, answer, name="answer_loss", arg_names=["model", "prompt", "answer"])
-        hint = ""
-        try:
-            full = model.loss(x, np.asarray(list(prompt) + list(answer))[None, 1:])
-            if abs(float(got) - full) < 1e-9:
-                hint = "that scores the prompt too: set the targets of the prompt positions to -1"
-        except Exception:
-            pass
-        number(got, want, f"answer_loss(model, prompt={prompt}, answer={answer})", rtol=1e-6, hint=hint or
-               "inputs are prompt + answer without the last token, targets the same shifted by one, "
-               "with -1 at the positions whose next token is still prompt")
+        _al_case(f, model, prompt, answer)
+
+
+@al.part("by position: the same ids in the prompt and the answer")
+def _(f):
+    model = tiny_model(61)
+    for prompt, answer in [([3, 7, 5], [5, 3, 5]), ([4, 4, 4], [4, 9]), ([2, 6], [6, 2, 6])]:
+        _al_case(f, model, prompt, answer)
 
 
 # ---------------------------------------------------------------------- finetune
@@ -144,3 +186,34 @@ def _(f):
         raise Fail(f"the first loss finetune returned is {first:.6f}, but the mean answer loss of the examples "
                    f"before training is {start:.6f}: return, for each step, the mean answer_loss over the "
                    "examples before that step's update")
+
+
+def _ref_ft_step(model, examples, trainable, lr, mean=True):
+    """The parameters after one step of the reference loop (mean, or with ``mean=False`` the sum, of the gradients)."""
+    acc = None
+    for prm, ans in examples:
+        _, grads = model.loss_and_grads(*answer_targets(prm, ans))
+        g = tree_flatten(ref_freeze_grads(grads, trainable))
+        acc = g if acc is None else {k: acc[k] + g[k] for k in acc}
+    n = len(examples) if mean else 1
+    return {k: v - lr * acc[k] / n for k, v in tree_flatten(model.params).items()}
+
+
+@ft.part("the size of a step: p - lr * (mean gradient)")
+def _(f):
+    trainable = ["ln_f", "h.1."]
+    for steps, lr in [(1, 0.1), (1, 0.3)]:
+        ref = tiny_model(62)
+        want, summed = _ref_ft_step(ref, EXAMPLES, trainable, lr), _ref_ft_step(ref, EXAMPLES, trainable, lr, False)
+        model = tiny_model(62)
+        call(f, model, EXAMPLES, trainable, steps, lr, name="finetune",
+             arg_names=["model", "examples", "trainable", "steps", "lr"], timeout=60, may_mutate=True)
+        got = tree_flatten(model.params)
+        what = f"finetune(model, examples, trainable={trainable}, steps={steps}, lr={lr})"
+        if all(np.allclose(got[k], summed[k], rtol=1e-7, atol=1e-10) for k in want) and \
+                not all(np.allclose(got[k], want[k], rtol=1e-7, atol=1e-10) for k in want):
+            raise Fail(f"{what}: you summed the examples' gradients, so the step is {len(EXAMPLES)} times too "
+                       f"big; average them (divide by len(examples) = {len(EXAMPLES)})")
+        for k in want:
+            close(got[k], want[k], f"{what}: parameter {k} after one step", rtol=1e-7, atol=1e-10,
+                  hint="one step is p <- p - lr * g, g the *mean* over the examples of their (frozen) gradients")
