@@ -7,35 +7,48 @@ module             what it holds                               chapter
 =================  ==========================================  ===========
 ``data``           corpora, sliding-window examples, batches   2 Training
 ``optim``          AdamW, learning-rate schedule               2 Training
-``train``          the training loop                           2 Training
+``evaluate``       held-out loss, bits per byte, ensembles     2 Training
+``train``          the training loop, teachers, command line   2 Training
 ``distill``        learning from teachers' predictions         2 Training
 ``calibrate``      temperature scaling of the logits           2 Training
 ``checkpoint``     safe (atomic, hashed) checkpoints           2 Training
 ``pretrained``     the shipped Shakespeare model               2 Training
-``tokenizer``      GPT-3's BPE through tiktoken                3 Tokens
+``export``         a training run -> the shipped assets        2 Training
+``model_card``     the shipped model's card                    2 Training
+``tokenizer``      GPT-3's BPE through tiktoken, .tiktoken     3 Tokens
 ``bpe``            training a small byte-level BPE             3 Tokens
 ``config``         GPTConfig, presets, counting                4 Parameters
-``layers``         LayerNorm, attention, MLP, block            5 Layers
-``model``          the whole decoder, X-ray, gradients         5 Layers
+``layers``         LayerNorm, GELU, softmax, attention, block  5 Layers
+``losses``         cross-entropy, the distillation loss        5 Layers
+``params``         parameter trees, initialisation             5 Layers
+``decoder``        the one forward pass, and its backward      5 Layers
+``model``          GPT: the decoder, X-ray, gradients          5 Layers
 ``attention``      dense, banded, strided, fixed layouts       6 Sparse attention
 ``generate``       sampling, KV cache                          7 Generation
 ``finetune``       task data, fine-tuning, few-shot            8 Fine-tuning
+``loading``        load_model(source): every model folder      Appendix
 ``hf``             Hugging Face GPT-2 weights in and out       Appendix
 ``backend``        NumPy / CuPy                                Appendix
-``kernels``        threads, fused passes (speed, not ideas)    Appendix
+``kernels``        fused passes (speed, not ideas)             Appendix
+``threads``        the thread pool, the BLAS kept serial       Appendix
+``memory``         malloc tuning                               Appendix
+``files``          hashes, atomic writes                       Appendix
+``units``          big numbers for people (123.5 B)            Command line
 =================  ==========================================  ===========
+
+Modules import only downward (``tests/test_architecture.py``); see the README.
 """
-from . import kernels
+from . import kernels, memory
 from .attention import attention_mask
 from .backend import get_xp, to_numpy
 from .config import GPTConfig, PRESETS
 from .hf import load_hf_gpt2, save_hf_gpt2, to_hf_state_dict
 from .model import GPT
-from .pretrained import load_pretrained
+from .loading import load_pretrained
 from .tokenizer import get_encoding
 
 __all__ = ["GPT", "GPTConfig", "PRESETS", "attention_mask", "get_encoding", "get_xp", "load_hf_gpt2",
            "load_pretrained", "save_hf_gpt2", "to_hf_state_dict", "to_numpy"]
 __version__ = "0.1.0"
 
-kernels.reuse_freed_memory()  # fresh pages for every layer's arrays cost 20-30% of a step: see its docstring
+memory.reuse_freed_memory()  # fresh pages for every layer's arrays cost 20-30% of a step: see its docstring

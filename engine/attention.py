@@ -22,6 +22,7 @@ Every ``*_forward`` returns ``(out, cache)``; the matching ``*_backward`` takes
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,28 +32,65 @@ from .backend import array_module, as_strided
 LAYOUTS = ("dense", "banded", "strided", "fixed")
 
 
+# ---------------------------------------------------------------------- caches
+class DenseCache(NamedTuple):
+    q: object       # (B, H, Tq, D)
+    k: object       # (B, H, Tk, D)
+    v: object       # (B, H, Tk, D)
+    p: object       # (B, H, Tq, Tk) attention weights (zero where masked)
+    scale: float    # 1 / sqrt(D)
+
+
+class BandedCache(NamedTuple):
+    qb: object      # (B, H, nb, b, D) queries in blocks of b
+    kw: object      # (B, H, nb, S, D) each block's window of keys (overlapping views)
+    vw: object      # (B, H, nb, S, D) the same for values
+    p: object       # (B, H, nb, b, S) attention weights
+    scale: float
+    T: int          # positions
+    window: int
+    b: int          # query block size
+    nb: int         # number of blocks
+    P: int          # window - 1: left padding of the keys
+    S: int          # b + P: keys per block
+
+
+class GatheredCache(NamedTuple):
+    q: object       # (B, H, T, D)
+    kg: object      # (B, H, T, K, D) keys gathered per query
+    vg: object      # (B, H, T, K, D)
+    p: object       # (B, H, T, K) attention weights over the gathered keys
+    scale: float
+    idx: object     # (T, K) key positions (sparse_index)
+
+
+class AttentionCache(NamedTuple):
+    layout: str     # which backward to run
+    inner: object   # DenseCache, BandedCache, GatheredCache, an AttentionCache (banded as dense), or None
+
+
 # ---------------------------------------------------------------------- masks
-def keep(kind: str, i, j, window: int = 256, stride: int = 32, c: int = 8):
+def keep(layout: str, i, j, window: int = 256, stride: int = 32, c: int = 8):
     """Elementwise: may query position ``i`` attend to key position ``j``? (broadcasts)."""
     causal = j <= i
-    if kind == "dense":
+    if layout == "dense":
         return causal
-    if kind == "banded":
+    if layout == "banded":
         return causal & (i - j < window)
-    if kind == "strided":
+    if layout == "strided":
         return causal & ((i - j < stride) | ((i - j) % stride == 0))
-    if kind == "fixed":
+    if layout == "fixed":
         return causal & ((j // stride == i // stride) | (j % stride >= stride - c))
-    raise ValueError(f"unknown attention layout {kind!r}; choose from {LAYOUTS}")
+    raise ValueError(f"unknown attention layout {layout!r}; choose from {LAYOUTS}")
 
 
-def attention_mask(kind: str, T: int, window: int = 256, stride: int = 32, c: int = 8) -> np.ndarray:
+def attention_mask(layout: str, T: int, window: int = 256, stride: int = 32, c: int = 8) -> np.ndarray:
     """The layout as a boolean matrix: ``mask[i, j]`` is True where query i sees key j. Shape (T, T)."""
     if T < 1:
         raise ValueError(f"T must be at least 1, got {T}")
     i = np.arange(T)[:, None]
     j = np.arange(T)[None, :]
-    return np.asarray(keep(kind, i, j, window, stride, c))
+    return np.asarray(keep(layout, i, j, window, stride, c))
 
 
 def _softmax_(s, xp):
@@ -95,7 +133,7 @@ def masked_attention_forward(q, k, v, bias):
         s += bias
     p = _softmax_(s, xp)
     out = kernels.bmm(p, v)
-    return out, (q, k, v, p, scale)
+    return out, DenseCache(q, k, v, p, scale)
 
 
 def masked_attention_backward(dout, cache):
@@ -141,7 +179,7 @@ def dense_attention_forward(q, k, v, block: int | None = None, for_backward: boo
             kernels.bmm(s, v[..., :r1, :], out=out[..., r0:r1, :])
 
     kernels.parallel(heads, qs, k, v, p, out, blas=True, axes=2)  # (batch, head) pairs across cores
-    return out, (q, k, v, p, scale)
+    return out, DenseCache(q, k, v, p, scale)
 
 
 def _dense_attention_inference(qs, k, v, out, b, diag):
@@ -205,7 +243,7 @@ def banded_attention_forward(q, k, v, window: int, block: int | None = None):
     B, H, T, D = q.shape
     if window >= T:  # the band covers everything: plain causal attention
         out, cache = dense_attention_forward(q, k, v)
-        return out, ("dense", cache)
+        return out, AttentionCache("dense", cache)
     b, nb, P, S = _band_geometry(T, window, block)
     Tp = nb * b
     kp = xp.zeros((B, H, P + Tp, D), dtype=k.dtype)
@@ -225,12 +263,12 @@ def banded_attention_forward(q, k, v, window: int, block: int | None = None):
     s += _bias(("banded", T, window, b), xp, q.dtype, lambda: _band_bias(T, window, b, nb, P, S))
     p = _softmax_(s, xp)
     out = kernels.bmm(p, vw).reshape(B, H, Tp, D)[:, :, :T]
-    return out, ("banded", (qb, kw, vw, p, scale, T, window, b, nb, P, S))
+    return out, AttentionCache("banded", BandedCache(qb, kw, vw, p, scale, T, window, b, nb, P, S))
 
 
 def banded_attention_backward(dout, cache):
-    kind, c = cache
-    if kind == "dense":
+    layout, c = cache
+    if layout == "dense":
         return dense_attention_backward(dout, c)
     qb, kw, vw, p, scale, T, window, b, nb, P, S = c
     xp = array_module(dout)
@@ -266,7 +304,7 @@ def banded_attention_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------- strided / fixed
-def sparse_index(kind: str, T: int, stride: int, c: int = 8):
+def sparse_index(layout: str, T: int, stride: int, c: int = 8):
     """Key positions each query attends to in the strided or fixed layout.
 
     Returns ``idx`` (T, K) int and ``valid`` (T, K) bool: query i attends to
@@ -275,12 +313,12 @@ def sparse_index(kind: str, T: int, stride: int, c: int = 8):
     """
     i = np.arange(T)[:, None]
     M = (T - 1) // stride
-    if kind == "strided":
+    if layout == "strided":
         local = i - np.arange(stride)[None, :]  # the last `stride` positions
         far = i - stride * np.arange(1, M + 1)[None, :]  # every stride-th one before them
         idx = np.concatenate([local, far], axis=1)
         valid = idx >= 0
-    elif kind == "fixed":
+    elif layout == "fixed":
         start = (i // stride) * stride
         local = start + np.arange(stride)[None, :]  # own block, up to i
         blocks = np.arange(M)[:, None] * stride + (stride - c) + np.arange(c)[None, :]  # (M, c)
@@ -288,21 +326,21 @@ def sparse_index(kind: str, T: int, stride: int, c: int = 8):
         idx = np.concatenate([local, summary], axis=1)
         valid = np.concatenate([local <= i, np.repeat(np.arange(M)[None, :] < i // stride, c, axis=1)], axis=1)
     else:
-        raise ValueError(f"sparse_index is for 'strided' and 'fixed', got {kind!r}")
+        raise ValueError(f"sparse_index is for 'strided' and 'fixed', got {layout!r}")
     idx = np.where(valid, idx, 0).astype(np.int64)
     return idx, valid
 
 
-def gathered_attention_forward(q, k, v, kind: str, stride: int, c: int = 8):
+def gathered_attention_forward(q, k, v, layout: str, stride: int, c: int = 8):
     """Strided or fixed attention, computed only on the kept (query, key) pairs.
 
     Keys and values are gathered per query: (B, H, T, K, D) with K ~ 2 sqrt(T).
     """
     xp = array_module(q)
     B, H, T, D = q.shape
-    idx_np, valid_np = sparse_index(kind, T, stride, c)
+    idx_np, valid_np = sparse_index(layout, T, stride, c)
     idx = xp.asarray(idx_np)
-    bias = _bias((kind, T, stride, c), xp, q.dtype, lambda: valid_np)
+    bias = _bias((layout, T, stride, c), xp, q.dtype, lambda: valid_np)
     kg = k[:, :, idx]  # (B, H, T, K, D)
     vg = v[:, :, idx]
     scale = 1.0 / math.sqrt(D)
@@ -310,7 +348,7 @@ def gathered_attention_forward(q, k, v, kind: str, stride: int, c: int = 8):
     s += bias
     p = _softmax_(s, xp)
     out = xp.matmul(p[..., None, :], vg)[..., 0, :]
-    return out, (q, kg, vg, p, scale, idx)
+    return out, GatheredCache(q, kg, vg, p, scale, idx)
 
 
 def gathered_attention_backward(dout, cache):
@@ -334,45 +372,45 @@ def gathered_attention_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------- dispatch
-def attention_forward(q, k, v, kind: str = "dense", window: int = 256, stride: int = 32, c: int = 8,
+def attention_forward(q, k, v, layout: str = "dense", window: int = 256, stride: int = 32, c: int = 8,
                       for_backward: bool = True):
     """Causal self-attention in any layout. q, k, v: (B, H, T, D) -> (out (B, H, T, D), cache).
 
     ``for_backward=False``: no backward pass will follow (inference), so the dense layout keeps no
     probabilities (its cache is None) and takes a faster path."""
-    if kind == "dense":
+    if layout == "dense":
         out, cache = dense_attention_forward(q, k, v, for_backward=for_backward)
-    elif kind == "banded":
+    elif layout == "banded":
         out, cache = banded_attention_forward(q, k, v, window)
-    elif kind in ("strided", "fixed"):
-        out, cache = gathered_attention_forward(q, k, v, kind, stride, c)
+    elif layout in ("strided", "fixed"):
+        out, cache = gathered_attention_forward(q, k, v, layout, stride, c)
     else:
-        raise ValueError(f"unknown attention layout {kind!r}; choose from {LAYOUTS}")
-    return out, (kind, cache)
+        raise ValueError(f"unknown attention layout {layout!r}; choose from {LAYOUTS}")
+    return out, AttentionCache(layout, cache)
 
 
 def attention_backward(dout, cache):
     """Gradients (dq, dk, dv) of ``attention_forward``'s output."""
-    kind, c = cache
-    if kind == "dense":
+    layout, c = cache
+    if layout == "dense":
         return dense_attention_backward(dout, c)
-    if kind == "banded":
+    if layout == "banded":
         return banded_attention_backward(dout, c)
     return gathered_attention_backward(dout, c)
 
 
-def attention_probs(q, k, kind: str = "dense", window: int = 256, stride: int = 32, c: int = 8):
+def attention_probs(q, k, layout: str = "dense", window: int = 256, stride: int = 32, c: int = 8):
     """Full (B, H, T, T) attention weights, zero where the layout masks, for pictures (O(T^2))."""
     xp = array_module(q)
     T = q.shape[-2]
-    bias = _bias(("full", kind, T, window, stride, c), xp, q.dtype,
-                 lambda: attention_mask(kind, T, window, stride, c))
+    bias = _bias(("full", layout, T, window, stride, c), xp, q.dtype,
+                 lambda: attention_mask(layout, T, window, stride, c))
     s = xp.matmul(q * q.dtype.type(1.0 / math.sqrt(q.shape[-1])), k.swapaxes(-1, -2))
     s += bias
     return _softmax_(s, xp)
 
 
-def cached_attention(q, k_cache, v_cache, t0: int, kind: str = "dense", window: int = 256,
+def cached_attention(q, k_cache, v_cache, t0: int, layout: str = "dense", window: int = 256,
                      stride: int = 32, c: int = 8):
     """Attention of new queries at positions t0 .. t0+Tq-1 over keys already in a KV cache.
 
@@ -382,13 +420,13 @@ def cached_attention(q, k_cache, v_cache, t0: int, kind: str = "dense", window: 
     xp = array_module(q)
     Tq = q.shape[-2]
     hi = t0 + Tq
-    lo = max(0, t0 - window + 1) if kind == "banded" else 0
+    lo = max(0, t0 - window + 1) if layout == "banded" else 0
     k = k_cache[:, :, lo:hi]
     v = v_cache[:, :, lo:hi]
-    if Tq == 1 and kind in ("dense", "banded"):
+    if Tq == 1 and layout in ("dense", "banded"):
         bias = None  # one new query sees every key in lo .. t0: no mask to build or copy to the device
     else:
-        m = keep(kind, np.arange(t0, hi)[:, None], np.arange(lo, hi)[None, :], window, stride, c)
+        m = keep(layout, np.arange(t0, hi)[:, None], np.arange(lo, hi)[None, :], window, stride, c)
         bias = xp.asarray(np.where(m, 0.0, -np.inf).astype(q.dtype))
     out, _ = masked_attention_forward(q, k, v, bias)
     return out

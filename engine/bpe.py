@@ -15,15 +15,14 @@ tiktoken's own file format: one ``base64(token bytes) rank`` line per token.
 """
 from __future__ import annotations
 
-import base64
 import collections
 import heapq
-from pathlib import Path
 
 import regex
 import tiktoken
 
-from .tokenizer import ENDOFTEXT, R50K_PAT_STR
+# the .tiktoken files belong to the tokenizer; re-exported here, where chapter 3 and the tests look
+from .tokenizer import ENDOFTEXT, R50K_PAT_STR, load_encoding, save_encoding  # noqa: F401
 
 
 def _chunk_counts(text: str, pat_str: str) -> collections.Counter:
@@ -159,37 +158,3 @@ def merges(enc: tiktoken.Encoding) -> list[tuple[bytes, bytes]]:
             parts[best:best + 2] = [parts[best] + parts[best + 1]]
         out.append((parts[0], parts[1]))
     return out
-
-
-def save_encoding(enc: tiktoken.Encoding, path) -> Path:
-    """Write ``enc``'s ranks in tiktoken's format (``base64(bytes) rank`` per line). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{base64.b64encode(t).decode()} {r}" for t, r in sorted(enc._mergeable_ranks.items(),
-                                                                      key=lambda kv: kv[1])]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def load_encoding(path, pat_str: str = R50K_PAT_STR) -> tiktoken.Encoding:
-    """Load a ``.tiktoken`` file written by ``save_encoding`` (a directory: its ``tokenizer.tiktoken``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.tiktoken"
-    if not path.exists():
-        raise FileNotFoundError(f"no tokenizer file at {path}")
-    ranks = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok, validate=True)] = int(rank)
-        except Exception as e:  # noqa: BLE001 - report which line is bad
-            raise ValueError(f"{path}:{n} is not a tiktoken rank line ('base64 rank'): {line[:60]!r}") from e
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise ValueError(f"{path}: ranks must be 0 .. {len(ranks) - 1} without gaps")
-    return tiktoken.Encoding(name=path.stem, pat_str=pat_str, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: len(ranks)}, explicit_n_vocab=len(ranks) + 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import to_numpy
+from .evaluate import windows_for
 
 
 def temperature_objective(logits, targets, beta: float, chunk: int = 2048) -> tuple[float, float, float]:
@@ -92,13 +93,11 @@ def fit_temperature(logits, targets, tol: float = 1e-10, max_iter: int = 50) -> 
 
 
 def held_out_logits(model, ids, enc=None, max_windows: int | None = 48, batch_size: int = 8):
-    """The model's logits on the first ``max_windows`` evaluation windows of ``ids`` (as ``train.evaluate``).
+    """The model's logits on the first ``max_windows`` evaluation windows of ``ids`` (as ``evaluate.evaluate``).
 
     Returns (logits (n, T, V) float32 NumPy, targets (n, T) int, -1 where not scored).
     """
-    from .train import _windows_for
-
-    x, y = _windows_for(model, ids, enc, max_windows, None)
+    x, y = windows_for(model, ids, enc, max_windows, None)
     out = np.empty(y.shape + (model.cfg.vocab_size,), dtype=np.float32)
     for i in range(0, len(x), batch_size):
         out[i:i + batch_size] = to_numpy(model.forward(x[i:i + batch_size]))
@@ -109,12 +108,10 @@ def window_losses_by_temperature(model, ids, temperatures, enc=None, batch_size:
     """Summed loss of every evaluation window of ``ids`` at each temperature: the curve the fit minimises.
 
     temperatures: (nT,). Returns (nll (nT, n_windows) nats, targets (n_windows, T) int, -1 where not
-    scored) from one forward pass per batch (windows and scoring as ``train.evaluate``).
+    scored) from one forward pass per batch (windows and scoring as ``evaluate.evaluate``).
     """
-    from .train import _windows_for
-
     Ts = np.asarray(temperatures, dtype=np.float64)
-    x, y = _windows_for(model, ids, enc, None, None)
+    x, y = windows_for(model, ids, enc, None, None)
     nll = np.zeros((len(Ts), len(x)))
     for i in range(0, len(x), batch_size):
         yb = y[i:i + batch_size]

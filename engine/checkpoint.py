@@ -21,7 +21,6 @@ step under ``run/snapshots``, kept so that the last few can be averaged
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,28 +30,14 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from .files import atomic_write, fsync, sha256_file  # noqa: F401  (sha256_file: re-exported)
+from .tokenizer import load_encoding, save_encoding
+
 FILES = ("model.safetensors", "optim.safetensors", "state.json", "tokenizer.tiktoken")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or corrupted."""
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path, weights: dict, state: dict, optim: dict | None = None, enc=None) -> Path:
@@ -70,13 +55,11 @@ def save_checkpoint(path, weights: dict, state: dict, optim: dict | None = None,
             save_file({k: np.ascontiguousarray(v) for k, v in optim.items()}, str(tmp / "optim.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         if enc is not None:
-            from .bpe import save_encoding
-
             save_encoding(enc, tmp / "tokenizer.tiktoken")
         manifest = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync(f)
         old = path.with_name(path.name + ".old")
         if path.exists():
             if old.exists():
@@ -137,8 +120,6 @@ def load_checkpoint(path, verify_hashes: bool = True) -> dict:
         raise CheckpointError(f"checkpoint {path} could not be read: {e}") from e
     enc = None
     if (path / "tokenizer.tiktoken").exists():
-        from .bpe import load_encoding
-
         enc = load_encoding(path / "tokenizer.tiktoken")
     return {"weights": weights, "optim": optim, "state": state, "enc": enc, "path": path}
 
@@ -156,16 +137,9 @@ def save_snapshot(run_dir, step: int, weights: dict) -> Path:
     d = Path(run_dir) / SNAPSHOTS
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step{step:07d}.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=d)
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp, metadata={"step": str(step)})
-        _fsync(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    tensors = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    # save_file looked up at call time: the tests replace it with one that dies half-way
+    return atomic_write(path, lambda f: save_file(tensors, f, metadata={"step": str(step)}))
 
 
 def list_snapshots(run_dir) -> list[tuple[int, Path]]:

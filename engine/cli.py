@@ -18,7 +18,17 @@ import os
 import sys
 from pathlib import Path
 
+import engine  # looked up at call time: engine.load_pretrained may be replaced (the tests do)
+
+from . import finetune, train
+from .checkpoint import CheckpointError
 from .config import PRESETS, GPTConfig
+from .data import CorpusError
+from .generate import check_sampling
+from .hf import config_from_hf
+from .loading import checkpoint_dir as _checkpoint_dir, load_model as _load_model
+from .tokenizer import get_encoding
+from .units import human, human_bytes  # noqa: F401  (human_bytes: re-exported)
 
 TRAINING_TOKENS = 300e9  # GPT-3's training run (Brown et al. 2020, section 2.2)
 PF_DAY = 1e15 * 86400  # petaflop/s-days, the unit of the GPT-3 paper's Table D.1
@@ -29,21 +39,6 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------------- formatting
-def human(n: float, unit: str = "") -> str:
-    """1.2345e11 -> '123.5 B' (powers of 1000)."""
-    for div, suffix in ((1e15, " P"), (1e12, " T"), (1e9, " B"), (1e6, " M"), (1e3, " K")):
-        if abs(n) >= div:
-            return f"{n / div:.4g}{suffix}{unit}"
-    return f"{n:.4g} {unit}".rstrip()
-
-
-def human_bytes(n: float) -> str:
-    for div, suffix in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if n >= div:
-            return f"{n / div:.4g} {suffix}"
-    return f"{int(n)} B"
-
-
 # ---------------------------------------------------------------------- info
 def resolve_config(name: str) -> GPTConfig:
     """A preset name, or a folder holding a model: HF GPT-2 (config.json) or a training checkpoint."""
@@ -53,8 +48,6 @@ def resolve_config(name: str) -> GPTConfig:
     if p.is_dir():
         folder = _checkpoint_dir(p) or p
         if (folder / "config.json").exists():
-            from .hf import config_from_hf
-
             return config_from_hf(_read_json(folder / "config.json"))
         if (folder / "state.json").exists():
             state = _read_json(folder / "state.json")
@@ -151,53 +144,13 @@ def run_info(args) -> int:
 
 
 # ---------------------------------------------------------------------- loading models
-def _checkpoint_dir(p: Path) -> Path | None:
-    """The training checkpoint inside ``p``: ``p`` itself, or the ``ckpt`` a training run writes."""
-    for cand in (p, p / "ckpt"):
-        if (cand / "manifest.json").exists() or ((cand / "state.json").exists() and
-                                                  (cand / "model.safetensors").exists()):
-            return cand
-    return None
-
-
 def load_model(path, backend=None, dtype: str = "float32"):
-    """(GPT, tokenizer) from a model folder: Hugging Face GPT-2 or a training checkpoint."""
-    from .model import GPT, tree_unflatten
-    from .tokenizer import get_encoding
-
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"model folder {p} does not exist")
-    if not p.is_dir():
-        raise CLIError(f"{p} is a file; --model takes a folder (config.json + model.safetensors, or a checkpoint)")
-    if (p / "config.json").exists() and (p / "model.safetensors").exists():
-        from .hf import load_hf_gpt2
-
-        model = load_hf_gpt2(p, dtype=dtype, backend=backend)
-        tok = p / "tokenizer.tiktoken"
-        enc = get_encoding(str(tok)) if tok.exists() else get_encoding("r50k_base")
-        return model, enc
-    ck = _checkpoint_dir(p)
-    if ck is None:
-        raise CLIError(f"{p} is not a model folder: expected config.json + model.safetensors (Hugging Face "
-                       "GPT-2) or a training checkpoint (manifest.json, state.json, model.safetensors)")
-    try:
-        from .checkpoint import load_checkpoint
-    except ImportError as e:
-        raise CLIError(f"{ck} looks like a training checkpoint, but this engine cannot read them: {e}") from None
-    data = load_checkpoint(ck)
-    if "config" not in data["state"]:
-        raise CLIError(f"{ck / 'state.json'} holds no model config")
-    cfg = GPTConfig.from_dict(data["state"]["config"])
-    model = GPT(cfg, dtype=dtype, backend=backend, params=tree_unflatten(data["weights"], cfg.n_layer))
-    enc = data.get("enc") or get_encoding("r50k_base")
-    return model, enc
+    """(GPT, tokenizer) from a model folder: Hugging Face GPT-2 or a training checkpoint (``loading.load_model``)."""
+    return _load_model(Path(path), backend=backend, dtype=dtype)
 
 
 def default_model(backend=None, dtype: str = "float32"):
     """The shipped course model, through ``engine.load_pretrained()`` when this version has one."""
-    import engine
-
     fn = getattr(engine, "load_pretrained", None)
     if fn is None:
         raise CLIError("no --model given and this version ships no course model (engine.load_pretrained is "
@@ -205,8 +158,6 @@ def default_model(backend=None, dtype: str = "float32"):
     got = fn()
     model, enc = (got if isinstance(got, tuple) else (got, None))
     if enc is None:
-        from .tokenizer import get_encoding
-
         enc = get_encoding("r50k_base")
     if backend is not None or dtype != model.dtype:
         model = model.to(backend, dtype)
@@ -232,8 +183,6 @@ def run_generate(args) -> int:
               use_cache=not args.no_cache, stop=None if args.no_stop or eot is None else eot,
               overflow=args.overflow)
     # Check everything before printing anything, and in the command line's own words.
-    from .generate import check_sampling
-
     check_sampling(args.temperature, args.top_k, args.top_p)
     n_ctx = model.cfg.n_ctx
     if args.overflow == "error" and len(ids) + args.max_new_tokens > n_ctx:
@@ -258,8 +207,6 @@ def run_generate(args) -> int:
 
 # ---------------------------------------------------------------------- tokenize
 def run_tokenize(args) -> int:
-    from .tokenizer import get_encoding
-
     text = sys.stdin.read() if args.text == "-" else args.text
     enc = get_encoding(args.encoding)
     ids = enc.encode(text, allowed_special="all")
@@ -313,15 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run_tokenize)
 
-    # Training commands live with the training code; skip them quietly if it is not there.
-    for name, module, add, run, helptext in (
-            ("train", "train", "add_train_arguments", "run_train", "train a GPT from scratch"),
-            ("finetune", "finetune", "add_finetune_arguments", "run_finetune", "fine-tune a GPT on a task")):
-        try:
-            mod = __import__(f"{__package__}.{module}", fromlist=[add])
-            add_fn, run_fn = getattr(mod, add), getattr(mod, run)
-        except (ImportError, AttributeError):
-            continue
+    # Training commands live with the training code.
+    for name, add_fn, run_fn, helptext in (
+            ("train", train.add_train_arguments, train.run_train, "train a GPT from scratch"),
+            ("finetune", finetune.add_finetune_arguments, finetune.run_finetune, "fine-tune a GPT on a task")):
         s = sub.add_parser(name, help=helptext)
         add_fn(s)
         s.set_defaults(func=_runner(run_fn))
@@ -330,12 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple:
     """Exceptions that mean "your input is wrong" and carry a message written for the user."""
-    errors = [CLIError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError]
-    for module, name in (("checkpoint", "CheckpointError"), ("data", "CorpusError")):
-        try:
-            errors.append(getattr(__import__(f"{__package__}.{module}", fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
+    errors = [CLIError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError, CheckpointError,
+              CorpusError]
     return tuple(errors)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-LAYOUTS = ("dense", "banded", "strided", "fixed")
+from .attention import LAYOUTS, attention_mask  # the layouts are chapter 6's; config only names them
+
 ALTERNATING = "alternating"  # GPT-3: dense, banded, dense, banded, ...
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
@@ -158,8 +159,6 @@ class GPTConfig:
 
     def attended_positions(self, layer: int, T: int | None = None) -> float:
         """Average number of keys a query attends to in ``layer`` over a context of ``T``."""
-        from .attention import attention_mask  # local: attention imports nothing from here
-
         T = self.n_ctx if T is None else T
         kind = self.layer_layouts()[layer]
         if kind == "dense":

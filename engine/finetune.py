@@ -17,6 +17,7 @@ continuation up to the end of the line.
 """
 from __future__ import annotations
 
+import argparse
 import random
 import re
 import time
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checkpoint import save_checkpoint
+from .loading import load_model as _load_model
 from .model import GPT, tree_flatten
 from .optim import AdamW, lr_at
 
@@ -264,22 +267,8 @@ def add_finetune_arguments(p):
 
 
 def load_model(source: str):
-    """(GPT, encoding) from 'shakespeare' (shipped) or a checkpoint directory."""
-    from pathlib import Path
-
-    if not Path(source).exists():
-        from .pretrained import load_pretrained
-
-        return load_pretrained(source)
-    from .checkpoint import load_checkpoint
-    from .config import GPTConfig
-    from .model import tree_unflatten
-
-    ck = load_checkpoint(source)
-    cfg = GPTConfig.from_dict(ck["state"]["config"])
-    if ck["enc"] is None:
-        raise ValueError(f"checkpoint {source} has no tokenizer.tiktoken")
-    return GPT(cfg, params=tree_unflatten(ck["weights"], cfg.n_layer)), ck["enc"]
+    """(GPT, encoding) from 'shakespeare' (shipped) or a checkpoint directory (``loading.load_model``)."""
+    return _load_model(source, need_tokenizer=True)
 
 
 def run_finetune(args) -> dict:
@@ -288,8 +277,6 @@ def run_finetune(args) -> dict:
     result = compare(model, enc, steps=args.steps, lr=args.lr, trainable=args.trainable, shots=args.shots,
                      seed=args.seed, n_test=args.n_test or None, progress=not args.no_progress)
     if args.out:
-        from .checkpoint import save_checkpoint
-
         state = {"config": model.cfg.to_dict(),
                  "finetune": {k: v for k, v in result.items() if k not in ("losses", "outputs")},
                  "losses": result["losses"], "source": args.checkpoint}
@@ -299,8 +286,6 @@ def run_finetune(args) -> dict:
 
 
 def main(argv=None):
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m engine.finetune", description="Fine-tune a pretrained GPT")
     add_finetune_arguments(p)
     run_finetune(p.parse_args(argv))

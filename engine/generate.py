@@ -13,19 +13,17 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .attention import attention_forward, cached_attention
+from . import layers
 from .backend import to_numpy
-from .layers import layernorm_forward, linear_forward, merge_heads, mlp_forward, split_qkv
+from .decoder import check_ids, forward, gpt_forward
 
 
 # ---------------------------------------------------------------------- sampling
 def softmax(logits, temperature: float = 1.0):
     """Softmax of logits / temperature over the last axis, stable for huge logits. NumPy in, NumPy out."""
     z = np.asarray(logits, dtype=np.float64)
-    with np.errstate(over="ignore"):  # shift first: huge logits / small T give -inf (weight 0), not NaN
-        z = (z - z.max(axis=-1, keepdims=True)) / temperature
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):  # shifted first: huge logits / small T give -inf (weight 0), not NaN
+        return layers.softmax(z, temperature)
 
 
 def next_token_probs(logits, temperature: float = 1.0, top_k=None, top_p=None):
@@ -113,28 +111,7 @@ def forward_cached(model, ids, cache: KVCache):
     ids: (B, Tn) backend ints at positions cache.length .. cache.length + Tn - 1.
     Returns the logits of the last position only: (B, V).
     """
-    cfg, p = model.cfg, model.params
-    t0, Tn = cache.length, ids.shape[1]
-    eps = cfg.layer_norm_epsilon
-    x = p["wte"][ids] + p["wpe"][t0:t0 + Tn]
-    for i, (block, layout) in enumerate(zip(p["h"], cfg.layer_layouts())):
-        h, _ = layernorm_forward(x, block["ln_1"], eps)
-        qkv, _ = linear_forward(h, block["attn"]["c_attn"])
-        q, k, v = split_qkv(qkv, cfg.n_head)
-        cache.k[i, :, :, t0:t0 + Tn] = k
-        cache.v[i, :, :, t0:t0 + Tn] = v
-        if t0 == 0:  # prefill: the layout's own (sparse where it can be) attention
-            a, _ = attention_forward(q, k, v, layout, cfg.window, cfg.stride, cfg.fixed_c, for_backward=False)
-        else:
-            a = cached_attention(q, cache.k[i], cache.v[i], t0, layout, cfg.window, cfg.stride, cfg.fixed_c)
-        y, _ = linear_forward(merge_heads(a), block["attn"]["c_proj"])
-        x = x + y
-        h, _ = layernorm_forward(x, block["ln_2"], eps)
-        m, _ = mlp_forward(h, block["mlp"])
-        x = x + m
-    cache.length = t0 + Tn
-    h, _ = layernorm_forward(x[:, -1], p["ln_f"], eps)
-    return h @ p["wte"].T
+    return forward(model.params, ids, model.cfg, kv=cache)[0]
 
 
 # ---------------------------------------------------------------------- generation loops
@@ -161,8 +138,6 @@ def generate_stream(model, ids, max_new_tokens: int, temperature: float = 1.0, t
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     if overflow not in ("error", "slide"):
         raise ValueError(f"overflow must be 'error' or 'slide', got {overflow!r}")
-    from .model import check_ids
-
     cfg, xp = model.cfg, model.xp
     ids, squeeze = check_ids(ids, cfg, xp, allow_long=overflow == "slide")
     if overflow == "error" and ids.shape[1] + max_new_tokens > cfg.n_ctx:
@@ -183,8 +158,6 @@ def generate_stream(model, ids, max_new_tokens: int, temperature: float = 1.0, t
             else:
                 logits = forward_cached(model, xp.asarray(seq[:, -1:]), cache)
         else:
-            from .model import gpt_forward
-
             logits = gpt_forward(model.params, xp.asarray(ctx), cfg)[:, -1]
         nxt = sample(logits, rng, temperature, top_k, top_p)
         if stops:
@@ -210,8 +183,6 @@ def generate(model, ids, max_new_tokens: int, temperature: float = 1.0, top_k=No
     For a 1-D prompt a ``stop`` token ends generation and is not included; with a batch,
     rows that stopped are padded with the stop token until all have stopped.
     """
-    from .model import check_ids
-
     prompt, squeeze = check_ids(ids, model.cfg, model.xp, allow_long=overflow == "slide")
     out = list(generate_stream(model, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache, stop,
                                overflow))

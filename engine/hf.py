@@ -9,14 +9,13 @@ layout as the engine, so the mapping is names only.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
 from .config import GPTConfig
+from .files import atomic_write
 from .model import GPT, check_params, tree_flatten, tree_unflatten
 
 PREFIX = "transformer."
@@ -164,17 +163,6 @@ def save_hf_gpt2(model: GPT, path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(v if v.dtype in (np.float32, np.float64) else v.astype(np.float32))
                for k, v in to_hf_state_dict(model.params).items()}
-    _atomic(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
-    _atomic(path / "config.json", lambda f: Path(f).write_text(json.dumps(hf_config_dict(model.cfg), indent=2)))
+    atomic_write(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
+    atomic_write(path / "config.json", lambda f: Path(f).write_text(json.dumps(hf_config_dict(model.cfg), indent=2)))
     return path
-
-
-def _atomic(dest: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -1,7 +1,7 @@
 """Speed tricks behind the layers: GELU, LayerNorm and softmax with as few passes over memory as possible.
 
-Each function is the same formula as the readable version in ``layers.py`` /
-``attention.py``. On NumPy it is written with ``out=`` and in-place operations
+Each function is the same formula as its plain twin in ``layers.py`` (``layernorm``, ``gelu``,
+``softmax``), which the tests compare it with. On NumPy it is written with ``out=`` and in-place operations
 so that no temporary arrays are made; on CuPy it runs as one fused GPU kernel
 (``cupy.ElementwiseKernel`` / ``cupy.ReductionKernel``) where NumPy-style code
 would launch one kernel, and read and write the whole array, per operator.
@@ -10,23 +10,20 @@ The choice is made here, from the array's module, so the model code has no
 the kernels; float64 in double.
 
 On NumPy, large passes are also cut into pieces along a leading axis and run on
-``get_num_threads()`` threads (NumPy releases the GIL inside its loops and the
-BLAS): the element-wise passes, the rows of the linear layers and the heads of
-attention. While pieces that call the BLAS run, the BLAS is set to one thread,
-so the engine, not the BLAS, decides how the cores are shared; a multi-threaded
-BLAS left to itself keeps its worker threads spinning after every call, and they
-would take a core from whatever runs next.
+``get_num_threads()`` threads by ``threads.parallel``: the element-wise passes,
+the rows of the linear layers and the heads of attention. The thread pool and the
+BLAS control live in ``engine/threads.py``, malloc tuning in ``engine/memory.py``.
 """
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
 from .backend import array_module
+# re-exported: callers (the tests, the benchmarks) still reach them as kernels.*
+from .memory import reuse_freed_memory  # noqa: F401
+from .threads import MIN_PARALLEL, get_num_threads, parallel, set_num_threads  # noqa: F401
 
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
@@ -82,159 +79,6 @@ def _cupy_kernel(name: str, dtype):
 def _stat_dtype(xp, dtype):
     """Where means and variances live: float32 for half precision, the input's dtype otherwise."""
     return np.dtype("float32") if dtype.itemsize < 4 else dtype
-
-
-# ---------------------------------------------------------------------- threads for element-wise passes
-_NUM_THREADS: int | None = None
-_DEFAULT_THREADS: int | None = None
-_POOL = None
-_POOL_LOCK = threading.Lock()
-MIN_PARALLEL = 1 << 17  # elements: below this, starting threads costs more than it saves
-
-
-def get_num_threads() -> int:
-    """Threads for NumPy element-wise passes: ``set_num_threads``, else $ENGINE_NUM_THREADS, else the
-    BLAS variables ($OPENBLAS_NUM_THREADS, $OMP_NUM_THREADS, $MKL_NUM_THREADS), else the usable cores
-    (the variables are read on first use)."""
-    global _DEFAULT_THREADS
-    if _NUM_THREADS is not None:
-        return _NUM_THREADS
-    if _DEFAULT_THREADS is None:  # read once: this runs for every LayerNorm, GELU and softmax
-        _DEFAULT_THREADS = _threads_from_environment()
-    return _DEFAULT_THREADS
-
-
-def _threads_from_environment() -> int:
-    for var in ("ENGINE_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        v = os.environ.get(var, "").strip()
-        if v.isdigit() and int(v) > 0:
-            return int(v)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def set_num_threads(n: int | None) -> None:
-    """Use ``n`` threads for element-wise passes (None: back to the default of ``get_num_threads``)."""
-    global _NUM_THREADS
-    if n is not None and (not isinstance(n, int) or n < 1):
-        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
-    _NUM_THREADS = n
-
-
-def _pool(n: int):
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < n:
-            _POOL = ThreadPoolExecutor(n, thread_name_prefix="engine-kernels")
-        return _POOL
-
-
-_BUSY = False  # the main thread is inside ``parallel``: a nested call runs inline
-_BLAS = None  # threadpoolctl controllers of the BLAS libraries loaded (found on first use)
-
-
-def _blas_controllers() -> list:
-    global _BLAS
-    if _BLAS is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        except Exception:  # no threadpoolctl, or a BLAS it cannot drive: pieces stay serial
-            _BLAS = []
-    return _BLAS
-
-
-def parallel(fn, *arrays, blas: bool = False, axes: int | None = None) -> None:
-    """Run ``fn(*pieces)`` on pieces of ``arrays`` cut along one leading axis (never the last), in threads.
-
-    The arrays share their leading shape; ``fn`` writes its results into them (or into views of
-    arrays it closes over, cut the same way). Every element is computed by the same code whatever
-    the cut, so the result is identical to ``fn(*arrays)``. Runs inline when small, single-threaded,
-    not on NumPy, nested in another ``parallel``, or called from a thread other than the main one
-    (the trainer's workers already fill the cores).
-
-    ``axes``: cut only along one of the first ``axes`` axes (2: batch or head, when the other axes
-    must stay whole). ``blas=True``: ``fn`` makes many small matrix products (attention, head by
-    head), which a multi-threaded BLAS runs poorly (it splits each small matrix and synchronises its
-    threads every call); the BLAS is then set to one thread while the pieces run, so the cores go
-    to the pieces instead.
-    """
-    global _BUSY
-    a = arrays[0]
-    if a.size < MIN_PARALLEL or not isinstance(a, np.ndarray):  # generation: one token at a time
-        fn(*arrays)
-        return
-    n = get_num_threads()
-    axis = next((i for i, d in enumerate(a.shape[:-1][:axes]) if d >= n), None)
-    if (n <= 1 or axis is None or _BUSY or (blas and not _blas_controllers())
-            or threading.current_thread() is not threading.main_thread()):
-        fn(*arrays)
-        return
-    edges = np.linspace(0, a.shape[axis], n + 1).astype(int)
-    pieces = [tuple(x[(slice(None),) * axis + (slice(lo, hi),)] for x in arrays)
-              for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-    saved = [(c, c.num_threads) for c in _blas_controllers()] if blas else []
-    _BUSY = True
-    try:
-        for c, _ in saved:
-            c.set_num_threads(1)
-        futures = [_pool(n).submit(fn, *piece) for piece in pieces[1:]]
-        try:
-            fn(*pieces[0])
-        finally:
-            wait(futures)  # every piece has stopped before the BLAS gets its threads back
-        for f in futures:
-            f.result()  # re-raises a piece's exception
-    finally:
-        for c, k in saved:
-            c.set_num_threads(k)
-        _BUSY = False
-
-
-# ---------------------------------------------------------------------- memory
-MMAP_THRESHOLD = 32 << 20  # bytes: glibc's own ceiling for the threshold it adapts by itself
-TRIM_THRESHOLD = 1 << 30  # bytes of free memory kept at the top of the heap before it is returned
-_MALLOC_TUNED = None
-
-
-def reuse_freed_memory(env: str | None = None) -> bool:
-    """Have glibc's malloc keep the memory freed arrays leave behind for the next arrays. Returns whether it did.
-
-    A forward or a backward pass allocates each layer's outputs afresh (a few MB each). By default
-    glibc hands blocks that large back to the operating system as soon as they are freed (a
-    separate mapping per block, or a heap it trims), so the next layer, and the next step, take
-    new pages: a page fault and a page of zeroing every 4 KiB, on every pass. Serving blocks up to
-    32 MB from the heap (``M_MMAP_THRESHOLD``) and keeping up to 1 GiB of freed memory in it
-    (``M_TRIM_THRESHOLD``) turns that into reuse: on two cores a training step of the course model
-    on one thread took 0.86-0.92 s instead of 1.18-1.35 s (medians of 10, same machine, minutes
-    apart). The price: memory a pass has freed stays with the process (for reuse) instead of going
-    back to the system.
-
-    ``import engine`` calls this once. $ENGINE_MALLOC=system (or ``env="system"``) leaves malloc
-    alone. Elsewhere than glibc (macOS, Windows, musl) it does nothing and returns False.
-    """
-    global _MALLOC_TUNED
-    env = os.environ.get("ENGINE_MALLOC", "") if env is None else env
-    if env.strip().lower() == "system":
-        return False
-    if _MALLOC_TUNED is None:
-        _MALLOC_TUNED = False
-        try:
-            import ctypes
-            import platform
-
-            if platform.libc_ver()[0] == "glibc":
-                libc = ctypes.CDLL("libc.so.6")
-                m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-                mmap_set = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)
-                trim_set = libc.mallopt(m_trim_threshold, TRIM_THRESHOLD)
-                _MALLOC_TUNED = bool(mmap_set and trim_set)
-        except (OSError, AttributeError):  # no libc.so.6 or no mallopt in it
-            pass
-    return _MALLOC_TUNED
 
 
 # ---------------------------------------------------------------------- batched matrix products

@@ -1,95 +1,25 @@
-"""Chapter 5, Layers (the whole stack): token ids in, next-token logits out.
+"""Chapter 5, Layers (the whole stack): ``GPT``, a decoder with its parameters.
 
-``gpt_forward`` is the entire decoder on one screen: embed, run the blocks,
-normalise, unembed with the same matrix that embedded (tied weights, as in
-GPT-2 and GPT-3). ``GPT`` wraps it with parameters, input checks, the X-ray
-used in the book, the training gradients and generation.
+``GPT`` wraps the one decoder pass (``engine.decoder.forward``) with parameters, input
+checks, the X-ray used in the book, the training gradients and generation. The loss
+(``engine.losses``), plain or against teachers' predictions, composes with the pass
+here: forward, loss, backward.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .attention import attention_probs
 from .backend import backend_name, get_xp, to_numpy
 from .config import GPTConfig
-from .distill import distill_cross_entropy_backward, distill_cross_entropy_forward
-from .layers import (Dropout, block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
-                     dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                     layernorm_backward, layernorm_forward, linear_forward, split_qkv, unembed)
+from .decoder import XRayRecord, backward, check_ids, check_targets, forward, gpt_forward  # noqa: F401
+from .generate import generate as _generate, generate_stream as _generate_stream
+from .layers import Dropout, layernorm_forward, unembed
+from .losses import (cross_entropy_backward, cross_entropy_forward, distill_cross_entropy_backward,
+                     distill_cross_entropy_forward)
+# re-exported: the book, the exercises and the tests import them from engine.model
+from .params import check_params, init_params, tree_flatten, tree_map, tree_unflatten  # noqa: F401
 
 DTYPES = ("float64", "float32", "float16")  # CuPy has no bfloat16 dtype, so neither do we
-
-
-# ---------------------------------------------------------------------- the forward pass
-def gpt_forward(params, ids, cfg: GPTConfig):
-    """ids: (B, T) int -> logits (B, T, V)."""
-    x, _ = embedding_forward(ids, params["wte"], params["wpe"])
-    for block, layout in zip(params["h"], cfg.layer_layouts()):
-        x, _ = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c,
-                             cfg.layer_norm_epsilon, for_backward=False)
-    x, _ = layernorm_forward(x, params["ln_f"], cfg.layer_norm_epsilon)
-    return unembed(x, params["wte"])  # x @ wte.T
-
-
-# ---------------------------------------------------------------------- parameter trees
-def tree_flatten(tree, prefix: str = "") -> dict:
-    """Nested parameter (or gradient) tree -> {"h.0.attn.c_attn.w": array, ...}."""
-    out = {}
-    items = enumerate(tree) if isinstance(tree, list) else tree.items()
-    for k, v in items:
-        name = f"{prefix}{k}"
-        if isinstance(v, (dict, list)):
-            out.update(tree_flatten(v, name + "."))
-        else:
-            out[name] = v
-    return out
-
-
-def tree_unflatten(flat: dict, n_layer: int) -> dict:
-    """Inverse of ``tree_flatten`` for a GPT's parameter names."""
-    tree: dict = {"h": [{} for _ in range(n_layer)]}
-    for name, v in flat.items():
-        parts = name.split(".")
-        node = tree
-        if parts[0] == "h":
-            node, parts = tree["h"][int(parts[1])], parts[2:]
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = v
-    return tree
-
-
-def tree_map(fn, tree):
-    if isinstance(tree, dict):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [tree_map(fn, v) for v in tree]
-    return fn(tree)
-
-
-def init_params(cfg: GPTConfig, seed: int = 0, dtype: str = "float32") -> dict:
-    """Random parameters as GPT-2 initialises them, as NumPy arrays.
-
-    Weights ~ N(0, 0.02); the two projections that write into the residual stream
-    (attn.c_proj, mlp.c_proj) ~ N(0, 0.02 / sqrt(2 n_layer)) so that the stream's
-    variance does not grow with depth (Radford et al. 2019, section 2.3); biases 0;
-    LayerNorm gains 1.
-    """
-    rng = np.random.default_rng(seed)
-    np_dtype = np.float64 if dtype == "float64" else np.float32
-    flat = {}
-    for name, shape in cfg.param_shapes().items():
-        if name.endswith(".g"):
-            a = np.ones(shape, np_dtype)
-        elif name.endswith(".b"):
-            a = np.zeros(shape, np_dtype)
-        else:
-            std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("c_proj.w") else 0.02
-            a = rng.standard_normal(shape, dtype=np_dtype) * np_dtype(std)
-        flat[name] = a
-    return tree_unflatten(flat, cfg.n_layer)
 
 
 def _xp_dtype(xp, dtype: str):
@@ -169,28 +99,16 @@ class GPT:
     __call__ = forward
 
     def _xray(self, ids, want_res, want_att, squeeze):
-        cfg, p = self.cfg, self.params
-        x, _ = embedding_forward(ids, p["wte"], p["wpe"])
-        residuals, attentions = [x], []
-        for block, layout in zip(p["h"], cfg.layer_layouts()):
-            if want_att:
-                h, _ = layernorm_forward(x, block["ln_1"], cfg.layer_norm_epsilon)
-                qkv, _ = linear_forward(h, block["attn"]["c_attn"])
-                q, k, _ = split_qkv(qkv, cfg.n_head)
-                attentions.append(attention_probs(q, k, layout, cfg.window, cfg.stride, cfg.fixed_c))
-            x, _ = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c,
-                                 cfg.layer_norm_epsilon, for_backward=False)
-            residuals.append(x)
-        h, _ = layernorm_forward(x, p["ln_f"], cfg.layer_norm_epsilon)
-        logits = h @ p["wte"].T
+        record = XRayRecord(residuals=want_res, attention=want_att)
+        logits, _ = forward(self.params, ids, self.cfg, record=record)
         sq = (lambda a: a[0]) if squeeze else (lambda a: a)
-        return XRay(logits=sq(logits), residuals=[sq(r) for r in residuals] if want_res else None,
-                    attention=[sq(a) for a in attentions] if want_att else None, model=self)
+        return XRay(logits=sq(logits), residuals=[sq(r) for r in record.residuals] if want_res else None,
+                    attention=[sq(a) for a in record.attention] if want_att else None, model=self)
 
     def logit_lens(self, residual):
         """What the model would predict if it stopped here: ln_f then unembed. (…, C) -> (…, V)"""
         h, _ = layernorm_forward(residual, self.params["ln_f"], self.cfg.layer_norm_epsilon)
-        return h @ self.params["wte"].T
+        return unembed(h, self.params["wte"])
 
     # -------------------------------------------------------------- loss and gradients
     def loss(self, ids, targets) -> float:
@@ -211,56 +129,31 @@ class GPT:
         (knowledge distillation, ``engine.distill``); the loss is then the cross-entropy against
         the mixed target.
         """
-        cfg, p, xp = self.cfg, self.params, self.xp
-        ids, _ = check_ids(ids, cfg, xp)
-        targets = check_targets(targets, ids, cfg, xp)
-        eps = cfg.layer_norm_epsilon
+        ids, _ = check_ids(ids, self.cfg, self.xp)
+        targets = check_targets(targets, ids, self.cfg, self.xp)
         drop = None
         if dropout:
             drop = Dropout(dropout, range(ids.shape[0]) if dropout_seeds is None else dropout_seeds)
-        # forward, keeping every cache
-        x, c_emb = embedding_forward(ids, p["wte"], p["wpe"])
-        x, m_emb = dropout_forward(x, drop)
-        caches = []
-        for block, layout in zip(p["h"], cfg.layer_layouts()):
-            x, c = block_forward(x, block, cfg.n_head, layout, cfg.window, cfg.stride, cfg.fixed_c, eps, drop)
-            caches.append(c)
-        h, c_lnf = layernorm_forward(x, p["ln_f"], eps)
-        logits = h @ p["wte"].T
+        logits, cache = forward(self.params, ids, self.cfg, drop=drop, for_backward=True)
         if soft is None:
-            loss, c_ce = cross_entropy_forward(logits, targets)
+            loss, c_loss = cross_entropy_forward(logits, targets)
+            dlogits = cross_entropy_backward(1.0, c_loss)
         else:
-            loss, c_ce = distill_cross_entropy_forward(logits, targets, *soft)
-        # backward, mirroring it
-        dlogits = (cross_entropy_backward if soft is None else distill_cross_entropy_backward)(1.0, c_ce)
-        C = h.shape[-1]
-        dwte = dlogits.reshape(-1, dlogits.shape[-1]).T @ h.reshape(-1, C)  # unembedding use of wte
-        dh = dlogits @ p["wte"]
-        dx, g_lnf = layernorm_backward(dh, c_lnf)
-        g_blocks = [None] * cfg.n_layer
-        for i in reversed(range(cfg.n_layer)):
-            dx, g_blocks[i] = block_backward(dx, caches[i])
-        dwte_emb, dwpe_used = embedding_backward(dropout_backward(dx, m_emb), c_emb)
-        dwpe = xp.zeros_like(p["wpe"])
-        dwpe[:dwpe_used.shape[0]] = dwpe_used
-        grads = {"wte": dwte + dwte_emb, "wpe": dwpe, "h": g_blocks, "ln_f": g_lnf}
-        return float(loss), grads
+            loss, c_loss = distill_cross_entropy_forward(logits, targets, *soft)
+            dlogits = distill_cross_entropy_backward(1.0, c_loss)
+        return float(loss), backward(dlogits, cache, self.params)
 
     # -------------------------------------------------------------- generation
     def generate(self, ids, max_new_tokens: int, temperature: float = 1.0, top_k=None, top_p=None,
                  seed=None, use_cache: bool = True, stop=None, overflow: str = "error"):
         """Continue ``ids`` by ``max_new_tokens`` tokens; see ``engine.generate.generate``."""
-        from .generate import generate
-
-        return generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        return _generate(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                         seed=seed, use_cache=use_cache, stop=stop, overflow=overflow)
 
     def generate_stream(self, ids, max_new_tokens: int, temperature: float = 1.0, top_k=None, top_p=None,
                         seed=None, use_cache: bool = True, stop=None, overflow: str = "error"):
         """Yield new token ids one at a time as they are sampled; see ``engine.generate``."""
-        from .generate import generate_stream
-
-        return generate_stream(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        return _generate_stream(self, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                seed=seed, use_cache=use_cache, stop=stop, overflow=overflow)
 
 
@@ -282,81 +175,3 @@ class XRay:
             raise ValueError("residual_norms needs return_residuals=True")
         xp = self._model.xp
         return np.stack([to_numpy(xp.linalg.norm(r, axis=-1)) for r in self.residuals])
-
-
-# ---------------------------------------------------------------------- input checks
-def check_ids(ids, cfg: GPTConfig, xp, name: str = "ids", allow_long: bool = False):
-    """Token ids -> ((B, T) backend int array, was_1d). Raises ValueError/TypeError that name the problem."""
-    a = ids
-    if isinstance(a, (str, bytes)):
-        raise TypeError(f"{name} must be token ids, not text: encode it first, e.g. "
-                        "engine.get_encoding('gpt2').encode(text)")
-    if isinstance(a, (list, tuple)):
-        if len(a) == 0:
-            raise ValueError(f"{name} is empty: give at least one token (e.g. the <|endoftext|> id)")
-        try:
-            a = np.asarray(a)
-        except ValueError:  # NumPy refuses ragged nesting
-            a = np.empty(0, dtype=object)
-        if a.dtype == object:
-            raise TypeError(f"{name} must be a rectangular list of integers (every row the same length)")
-    elif not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        raise TypeError(f"{name} must be a list or array of integer token ids, got {type(ids).__name__}")
-    kind = np.dtype(a.dtype).kind
-    if a.size == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(a.shape)}): give at least one token")
-    if kind not in "iu":
-        if kind == "U" or kind == "S":
-            raise TypeError(f"{name} must be token ids, not text: encode it first, e.g. "
-                            "engine.get_encoding('gpt2').encode(text)")
-        raise TypeError(f"{name} must be integers, got dtype {a.dtype}")
-    if a.ndim not in (1, 2):
-        raise ValueError(f"{name} must have shape (T,) or (B, T), got {tuple(a.shape)}")
-    squeeze = a.ndim == 1
-    if squeeze:
-        a = a[None, :]
-    if a.shape[1] == 0 or a.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(a.shape)}): give at least one token")
-    lo, hi = int(a.min()), int(a.max())
-    if lo < 0 or hi >= cfg.vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{name} contains token id {bad}, outside the vocabulary 0 .. {cfg.vocab_size - 1}")
-    if a.shape[1] > cfg.n_ctx and not allow_long:
-        raise ValueError(f"{name} has {a.shape[1]} positions but the model's context n_ctx is {cfg.n_ctx}; "
-                         "shorten it (or in generate pass overflow='slide' to keep the last n_ctx tokens)")
-    return xp.asarray(a, dtype=xp.int64), squeeze
-
-
-def check_targets(targets, ids, cfg, xp):
-    t = targets if hasattr(targets, "dtype") else np.asarray(targets)
-    if np.dtype(t.dtype).kind not in "iu":
-        raise TypeError(f"targets must be integers, got dtype {t.dtype}")
-    if t.ndim == 1:
-        t = t[None, :]
-    if tuple(t.shape) != tuple(ids.shape):
-        raise ValueError(f"targets shape {tuple(t.shape)} must match ids shape {tuple(ids.shape)}")
-    if int(t.max()) >= cfg.vocab_size or int(t.min()) < -1:
-        raise ValueError(f"targets must be token ids in 0 .. {cfg.vocab_size - 1} (or -1 to ignore)")
-    return xp.asarray(t, dtype=xp.int64)
-
-
-def check_params(params: dict, cfg: GPTConfig):
-    """Raise a ValueError listing every missing, unexpected or mis-shaped tensor, or NaN/inf weights."""
-    flat = tree_flatten(params)
-    want = cfg.param_shapes()
-    missing = sorted(set(want) - set(flat))
-    extra = sorted(set(flat) - set(want))
-    wrong = [f"{k}: got {tuple(flat[k].shape)}, config expects {want[k]}"
-             for k in want if k in flat and tuple(flat[k].shape) != tuple(want[k])]
-    problems = []
-    if missing:
-        problems.append("missing: " + ", ".join(missing))
-    if extra:
-        problems.append("unexpected: " + ", ".join(extra))
-    if wrong:
-        problems.append("wrong shape: " + "; ".join(wrong))
-    if problems:
-        raise ValueError("parameters do not match the config:\n  " + "\n  ".join(problems))
-    bad = [k for k, v in flat.items() if not bool(np.isfinite(to_numpy(v)).all())]
-    if bad:
-        raise ValueError("parameters contain NaN or inf in: " + ", ".join(bad))

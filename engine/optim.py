@@ -49,11 +49,16 @@ def clip_grad_norm_(grads, max_norm: float) -> float:
     Same rule as ``torch.nn.utils.clip_grad_norm_``: factor max_norm / (norm + 1e-6), only if below 1.
     """
     norm = global_norm(grads)
+    scale_to_norm_(grads, max_norm, norm)
+    return norm
+
+
+def scale_to_norm_(grads, max_norm: float, norm: float) -> None:
+    """The clipping itself, given the global ``norm``: scale in place by max_norm / (norm + 1e-6) if below 1."""
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
         for g in grads:
             g *= g.dtype.type(coef)
-    return norm
 
 
 def decays(name: str, shape) -> bool:
@@ -101,10 +106,7 @@ class AdamW:
             bad = [k for k in self.names if not bool(array_module(grads[k]).isfinite(grads[k]).all())]
             raise FloatingPointError(f"gradient norm is {norm}: non-finite gradients in {', '.join(bad[:5])}")
         if self.grad_clip is not None:
-            coef = self.grad_clip / (norm + 1e-6)
-            if coef < 1.0:
-                for g in gs:
-                    g *= g.dtype.type(coef)
+            scale_to_norm_(gs, self.grad_clip, norm)  # as clip_grad_norm_, reusing the norm just checked
         self.t += 1
         b1, b2 = self.betas
         bc1 = 1 - b1 ** self.t

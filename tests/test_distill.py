@@ -10,7 +10,7 @@ from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.data import encode_texts, join_texts, load_corpus
 from engine.distill import (distill_cross_entropy_backward, distill_cross_entropy_forward, gather_targets,
                             teacher_targets)
-from engine.layers import cross_entropy_backward, cross_entropy_forward
+from engine.losses import cross_entropy_backward, cross_entropy_forward
 from engine.train import Trainer, TrainConfig, load_teachers, main as train_main
 
 

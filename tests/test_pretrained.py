@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import pretrained
+from engine import loading, pretrained
 from engine.data import CorpusError, encode_texts, shakespeare_split
 from engine.train import evaluate, loss_by_position
 
@@ -139,7 +139,7 @@ def test_damaged_files_are_refused(tmp_path, monkeypatch):
     b = bytearray(f.read_bytes())
     b[-3] ^= 0xFF
     f.write_bytes(bytes(b))
-    monkeypatch.setattr(pretrained, "asset_dir", lambda name="shakespeare": copy)
+    monkeypatch.setattr(loading, "asset_dir", lambda name="shakespeare": copy)  # where load_pretrained looks
     with pytest.raises(ValueError, match="SHA-256"):
         pretrained.load_pretrained()
 

@@ -10,51 +10,14 @@ from __future__ import annotations
 import dataclasses
 import traceback
 import warnings
-from typing import Callable
 
 import numpy as np
 
+from . import checks  # noqa: F401  (importing it registers every chapter's tasks)
 from .runner import Fail, _TimeUp, time_limit
+from .tasks import CHAPTERS, REGISTRY, Part, Task, task  # noqa: F401  (re-exported)
 
-REGISTRY: dict[str, "Task"] = {}
-CHAPTERS: dict[str, list[str]] = {}  # chapter (notebook stem) -> task names in order
 PART_TIMEOUT = 60.0  # a whole part, on top of each learner call's own limit
-
-
-@dataclasses.dataclass
-class Part:
-    title: str
-    points: float
-    fn: Callable
-
-
-@dataclasses.dataclass
-class Task:
-    name: str
-    chapter: str
-    title: str
-    needs: tuple
-    parts: list = dataclasses.field(default_factory=list)
-
-    def part(self, title: str, points: float = 1):
-        def deco(fn):
-            self.parts.append(Part(title, points, fn))
-            return fn
-        return deco
-
-    @property
-    def points(self) -> float:
-        return sum(p.points for p in self.parts)
-
-
-def task(name: str, chapter: str, title: str, needs) -> Task:
-    """Register a task; ``needs`` are the notebook names its parts receive, in order."""
-    if name in REGISTRY:
-        raise ValueError(f"task {name!r} registered twice")
-    t = Task(name, chapter, title, tuple([needs] if isinstance(needs, str) else needs))
-    REGISTRY[name] = t
-    CHAPTERS.setdefault(chapter, []).append(name)
-    return t
 
 
 @dataclasses.dataclass
@@ -71,8 +34,6 @@ class PartResult:
 
 
 def get_task(name: str) -> Task:
-    from . import checks  # noqa: F401  (registers every chapter's tasks)
-
     if name not in REGISTRY:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -132,8 +93,6 @@ def check_part(name: str, index: int, env: dict) -> None:
 
 
 def chapter_tasks(chapter: str) -> list[str]:
-    from . import checks  # noqa: F401
-
     if chapter not in CHAPTERS:
         raise KeyError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTERS)}")
     return list(CHAPTERS[chapter])

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .core import chapter_tasks, get_task
+from .core import REGISTRY, chapter_tasks, get_task
 
 MARKER = "@@ENGINE_GRADER_RESULTS@@"
 _CHECK_CELL = re.compile(r"^\s*(grader\.check(_all)?\([^)]*\)\s*)+$")
@@ -28,8 +28,6 @@ def notebook_tasks(nb, path: Path) -> list[str]:
     if names:
         for n in names:
             get_task(n)  # unknown names raise KeyError with the list of known tasks
-        from .core import REGISTRY
-
         order = list(REGISTRY)
         return sorted(names, key=order.index)  # otter stores them alphabetically; grade in chapter order
     stem = path.stem

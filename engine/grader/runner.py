@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from ..params import tree_map
+
 # seconds per call of a learner's function (ENGINE_GRADER_TIMEOUT overrides it, e.g. on a slow machine)
 DEFAULT_TIMEOUT = float(os.environ.get("ENGINE_GRADER_TIMEOUT", "10"))
 
@@ -111,8 +113,6 @@ def clone(x):
     if isinstance(x, (list, tuple)):
         return type(x)(clone(v) for v in x)
     if hasattr(x, "cfg") and hasattr(x, "params") and hasattr(x, "dtype"):
-        from ..model import tree_map
-
         return type(x)(x.cfg, dtype=x.dtype, backend=x.backend, params=tree_map(lambda a: np.array(a), x.params))
     try:
         return copy.deepcopy(x)

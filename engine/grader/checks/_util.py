@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...config import GPTConfig
+from ...model import GPT
+from ...params import init_params, tree_map
 from ..runner import Fail, require_result
 
 
 def tiny_config(**over):
-    from ...config import GPTConfig
-
     kw = dict(n_layer=2, n_head=2, d_model=16, n_ctx=16, vocab_size=64, attention="dense", name="grader-tiny")
     kw.update(over)
     return GPTConfig(**kw)
@@ -16,8 +17,6 @@ def tiny_config(**over):
 
 def tiny_model(seed=0, **over):
     """A small random GPT in float64, its biases and LayerNorms randomised so that no term is trivially zero."""
-    from ...model import GPT, init_params, tree_map
-
     cfg = tiny_config(**over)
     rng = np.random.default_rng(seed + 1000)
     params = init_params(cfg, seed, "float64")

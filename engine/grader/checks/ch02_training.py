@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...data import sliding_windows
-from ...layers import cross_entropy_forward
+from ...losses import cross_entropy_forward
 from ...model import tree_flatten
-from ..core import task
+from ..tasks import task
 from ..runner import Fail, call, close, number
 from ._util import matches, pair, tiny_model
 

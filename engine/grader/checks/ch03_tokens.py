@@ -5,7 +5,8 @@ import collections
 
 import numpy as np
 
-from ..core import task
+from ...tokenizer import get_encoding
+from ..tasks import task
 from ..runner import Fail, call, describe, require_result
 
 CH = "03_tokens"
@@ -135,8 +136,6 @@ TEXTS = ["Hello, world!", "The robot walked into the room.", "  leading spaces a
 
 
 def _count_case(f, text):
-    from ...tokenizer import get_encoding
-
     want = len(get_encoding("gpt2").encode(text))
     got = call(f, text, name="count_tokens", arg_names=["text"])
     require_result(got, "count_tokens")
@@ -183,8 +182,6 @@ ROBOT_ANSWER = "B"
 
 @robot.part("the ids of 'robot' and ' robot'")
 def _(robot_ids, space_robot_ids, robot_answer):
-    from ...tokenizer import get_encoding
-
     enc = get_encoding("gpt2")
     for name, val, text in [("robot_ids", robot_ids, "robot"), ("space_robot_ids", space_robot_ids, " robot")]:
         want = enc.encode(text)

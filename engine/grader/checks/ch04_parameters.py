@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import PRESETS, GPTConfig
-from ..core import task
+from ..tasks import task
 from ..runner import call, number
 
 CH = "04_parameters"

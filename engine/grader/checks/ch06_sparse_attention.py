@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...attention import attention_mask
-from ..core import task
+from ..tasks import task
 from ..runner import Fail, as_array, call, number
 
 CH = "06_sparse_attention"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...generate import next_token_probs, softmax as ref_softmax
-from ..core import task
+from ..tasks import task
 from ..runner import Fail, as_array, call, close
 from ._util import matches, tiny_model
 

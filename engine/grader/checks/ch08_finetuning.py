@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...model import tree_flatten, tree_map
-from ..core import task
+from ..tasks import task
 from ..runner import Fail, call, close, describe, number, require_result
 from ._util import tiny_model
 
