@@ -18,6 +18,7 @@ MAX_LINES = 400
 ONE_IDEA = {
     "engine.attention": "the four attention layouts, each a forward/backward pair, and their dispatch",
     "engine.widgets": "one widget per chapter, sharing their small HTML helpers",
+    "engine.grader.checks.ch05_layers": "the seven graded tasks of chapter 5, one decoder block built up part by part",
 }
 
 
