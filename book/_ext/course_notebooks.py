@@ -24,8 +24,11 @@ import argparse
 import json
 import re
 import sys
-from ast import literal_eval
 from pathlib import Path
+
+# The text `{glue:text}`name:fmt`` prints for a glued text/plain: myst-nb's own rule, so the notebooks
+# quote a number exactly as the book prints it.
+from myst_nb.core.variables import format_plain_text as format_glued
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "how-gpt3-works"
@@ -90,24 +93,6 @@ def glued_values(nb: dict) -> dict[str, str]:
             if text is not None:
                 out[meta["name"]] = "".join(text) if isinstance(text, list) else text
     return out
-
-
-def format_glued(text: str, fmt: str) -> str:
-    """The text ``{glue:text}`name:fmt``` prints for a glued ``text/plain`` (myst-nb's own rule)."""
-    try:
-        value = literal_eval(text)
-    except (SyntaxError, ValueError):
-        value = text
-    if not fmt:
-        return str(value)
-    kind = fmt[-1]
-    if kind == "s":
-        value = str(value)
-    elif kind in "bcdoxX":
-        value = int(value)
-    elif kind in "eEfFgGn%":
-        value = float(value)
-    return format(value, fmt)
 
 
 def _value(values: dict, spec: str, where: str) -> str:
