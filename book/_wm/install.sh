@@ -4,10 +4,13 @@
 set -e
 cd "$(dirname "$0")"
 rm -rf pack wm.tmp && mkdir -p pack wm.tmp
-(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 >/dev/null)
+(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 anywidget@0.11.0 >/dev/null)
 for t in pack/*.tgz; do mkdir -p "${t%.tgz}" && tar xzf "$t" -C "${t%.tgz}"; done
 cp pack/jupyter-widgets-html-manager-1.0.6/package/dist/* wm.tmp/
 rm -f wm.tmp/*.map
+# anywidget's front end (an AMD module on @jupyter-widgets/base, which embed-amd.js defines): the same
+# version as the Python package (pyproject.toml), so that widgets written as ES modules render here too
+mkdir -p wm.tmp/anywidget && cp pack/anywidget-0.11.0/package/dist/index.js wm.tmp/anywidget/index.js
 cp pack/requirejs-2.3.8/package/require.js wm.tmp/require.js
 # MathJax 3 (the book's equations), its fonts and the parts it loads lazily
 mkdir -p wm.tmp/mathjax
@@ -19,7 +22,8 @@ cat > wm.tmp/setup.js <<'JS'
 (function () {
   var s = document.querySelector('script[src*="wm/require.js"]');
   var base = s.src.replace(/\/require\.js(\?.*)?$/, "");
-  require.config({paths: {"@jupyter-widgets/html-manager/dist": base, "@jupyter-widgets": base}});
+  require.config({paths: {"@jupyter-widgets/html-manager/dist": base, "@jupyter-widgets": base,
+                          "anywidget": base + "/anywidget/index"}});
   function hub(M) {
     if (M && !M.Hub) {
       M.Hub = {Queue: function (job) {

@@ -27,11 +27,11 @@ import io
 
 import numpy as np
 
-from .attention import LAYOUTS, attention_mask
-from .backend import to_numpy
-from .config import DTYPE_BYTES, GPTConfig
-from .generate import next_token_probs
-from .units import human
+from ..attention import LAYOUTS, attention_mask
+from ..backend import to_numpy
+from ..config import DTYPE_BYTES, GPTConfig
+from ..generate import next_token_probs
+from ..units import human
 
 try:  # the engine itself does not need ipywidgets; only these classes do
     import ipywidgets as W
@@ -93,20 +93,6 @@ def generate_text(model, enc, prompt: str, max_new_tokens: int = 40, temperature
                          seed=seed)
     new = [int(t) for t in to_numpy(out)[len(ids):]]
     return enc.decode(ids), enc.decode(new)
-
-
-# ====================================================================== chapter 2: sliding window
-def sliding_window_examples(ids, context: int) -> list[tuple[list, object]]:
-    """Every training example a window of ``context`` tokens makes from one sequence.
-
-    ids: a sequence of tokens (ids or strings). Returns [(context_tokens, next_token), ...]:
-    for each position t >= 1, the up to ``context`` tokens before t and the token at t.
-    A model of context n learns from all of them at once, in one pass.
-    """
-    if not isinstance(context, (int, np.integer)) or context < 1:
-        raise ValueError(f"context must be a positive integer, got {context!r}")
-    ids = list(ids)
-    return [(ids[max(0, t - context):t], ids[t]) for t in range(1, len(ids))]
 
 
 # ====================================================================== chapter 3: tokens
@@ -255,41 +241,6 @@ class GenerationPlayground(_Widget):
                                self.temperature.value, seed=self.seed.value)
         return (f"<pre style='white-space:pre-wrap'>{html.escape(p)}"
                 f"<b style='color:#1f5fa8'>{html.escape(new)}</b></pre>")
-
-
-class SlidingWindowExplorer(_Widget):
-    """Slide a window over a sentence and see each (context -> next token) example (chapter 2)."""
-
-    def __init__(self, text: str, enc=None, context: int = 4):
-        self.text = text
-        if enc is None:  # words, as the illustration of chapter 2 does before tokens are introduced
-            self.tokens = text.split()
-        else:
-            self.tokens = [_piece(enc, i) for i in enc.encode(text)]
-        n = len(self.tokens) - 1
-        self.position = _islider("example", 1, 1, max(1, n))
-        self.context = _islider("context", min(context, n), 1, max(1, n))
-        super().__init__([self.position, self.context])
-
-    def examples(self):
-        return sliding_window_examples(self.tokens, self.context.value)
-
-    def render(self):
-        ex = self.examples()
-        t = min(self.position.value, len(ex))
-        ctx, target = ex[t - 1]
-        cells = []
-        for k, tok in enumerate(self.tokens):
-            if t - len(ctx) <= k < t:
-                style = "background:#b3cde3"
-            elif k == t:
-                style = "background:#fed9a6;font-weight:bold"
-            else:
-                style = "color:#999"
-            cells.append(f"<span style='{style};padding:1px 2px'>{_esc(tok)}</span>")
-        return (f"<div style='line-height:2'>{' '.join(cells)}</div>"
-                f"<p>example {t} of {len(ex)}: input <code>{_esc(' '.join(ctx))}</code> "
-                f"&rarr; target <code>{_esc(target)}</code></p>")
 
 
 class TokenizerPlayground(_Widget):
