@@ -4,13 +4,21 @@
 set -e
 cd "$(dirname "$0")"
 rm -rf pack wm.tmp && mkdir -p pack wm.tmp
-(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 anywidget@0.11.0 >/dev/null)
+(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 anywidget@0.11.0 tiktoken@1.0.22 onnxruntime-web@1.30.0 >/dev/null)
 for t in pack/*.tgz; do mkdir -p "${t%.tgz}" && tar xzf "$t" -C "${t%.tgz}"; done
 cp pack/jupyter-widgets-html-manager-1.0.6/package/dist/* wm.tmp/
 rm -f wm.tmp/*.map
 # anywidget's front end (an AMD module on @jupyter-widgets/base, which embed-amd.js defines): the same
 # version as the Python package (pyproject.toml), so that widgets written as ES modules render here too
 mkdir -p wm.tmp/anywidget && cp pack/anywidget-0.11.0/package/dist/index.js wm.tmp/anywidget/index.js
+# tiktoken's WASM build (the same Rust core as the Python package; its "lite" variant carries no
+# vocabulary: the site serves the ranks files) and onnxruntime-web's WASM runtime, for the widgets that
+# tokenise and run the course model in the page
+mkdir -p wm.tmp/tiktoken wm.tmp/ort
+cp pack/tiktoken-1.0.22/package/lite/tiktoken_bg.js pack/tiktoken-1.0.22/package/lite/tiktoken_bg.wasm wm.tmp/tiktoken/
+cp pack/tiktoken-1.0.22/package/LICENSE* wm.tmp/tiktoken/ 2>/dev/null || true
+(cd pack/onnxruntime-web-1.30.0/package/dist && cp ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm ../../../../wm.tmp/ort/)
+cp pack/onnxruntime-web-1.30.0/package/LICENSE* wm.tmp/ort/ 2>/dev/null || true
 cp pack/requirejs-2.3.8/package/require.js wm.tmp/require.js
 # MathJax 3 (the book's equations), its fonts and the parts it loads lazily
 mkdir -p wm.tmp/mathjax
