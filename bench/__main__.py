@@ -1,7 +1,7 @@
-"""python -m bench [--quick] [--only forward,generate,train,banded,memory] [--repeats N] [--threads N]
+"""python -m bench [--quick] [--only forward,generate,train,banded,memory,onnx] [--repeats N] [--threads N]
 
 Runs each CPU benchmark next to its reference in this process (same machine, same thread
-count for NumPy's BLAS and PyTorch), prints a table of ratios against the targets of issue 6
+count for NumPy's BLAS, PyTorch and onnxruntime), prints a table of ratios against the targets of issue 6
 and appends it, with a description of the machine, to bench/RESULTS.md.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def parse(argv=None):
                     help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5; 2 quick)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                    help="threads for both NumPy's BLAS and PyTorch (default: all cores)")
+                    help="threads for NumPy's BLAS, PyTorch and onnxruntime alike (default: all cores)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to append to")
     ap.add_argument("--no-append", action="store_true", help="print only; do not touch RESULTS.md")
     a = ap.parse_args(argv)

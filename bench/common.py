@@ -151,6 +151,12 @@ def machine_description(threads: dict) -> str:
     except ImportError:
         pass
     try:
+        import onnxruntime
+
+        parts.append(f"onnxruntime {onnxruntime.__version__}")
+    except ImportError:
+        pass
+    try:
         parts.append(f"load average before the run {os.getloadavg()[0]:.2f}")
     except OSError:
         pass

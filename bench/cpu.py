@@ -8,6 +8,7 @@
    vocabulary 4,096, batch 8, vs PyTorch eager with torch.optim.AdamW
 4. banded attention (window 256) vs dense at 4,096 tokens, and its growth from 2,048 to 8,192
 5. peak memory of cached generation vs the bytes of weights plus KV cache (in a subprocess)
+6. prefill and cached greedy decode vs onnxruntime on the engine's own ONNX export (``bench.ort_ref``)
 
 ``Sizes.quick()`` shrinks everything so that the harness itself can be tested in seconds.
 """
@@ -25,6 +26,7 @@ from engine.attention import attention_forward
 from engine.model import gpt_forward, tree_flatten
 
 from .common import Row, bandwidth_probes, matmul_probe, median_time, paired_times
+from .ort_ref import bench_onnx
 
 
 @dataclass
@@ -275,7 +277,7 @@ def bench_memory(sz: Sizes, repeats: int) -> list[Row]:
 
 
 BENCHMARKS = {"forward": bench_forward, "generate": bench_generate, "train": bench_train,
-              "banded": bench_banded, "memory": bench_memory}
+              "banded": bench_banded, "memory": bench_memory, "onnx": bench_onnx}
 
 
 def sizes_dict(sz: Sizes) -> dict:

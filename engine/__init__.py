@@ -28,6 +28,7 @@ module             what it holds                               chapter
 ``finetune``       task data, fine-tuning, few-shot            8 Fine-tuning
 ``loading``        load_model(source): every model folder      Appendix
 ``hf``             Hugging Face GPT-2 weights in and out       Appendix
+``onnx``           the decoder as an ONNX graph (deploying)    Appendix
 ``backend``        NumPy / CuPy                                Appendix
 ``kernels``        fused passes (speed, not ideas)             Appendix
 ``threads``        the thread pool, the BLAS kept serial       Appendix

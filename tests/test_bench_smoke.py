@@ -24,10 +24,10 @@ def test_quick_run_prints_a_row_per_measurement_and_appends(tmp_path):
     assert text.startswith("# Benchmark results")
     assert "Machine: CPU" in text and "threads for both sides" in text
     for name in ["forward", "cached generation", "generation without cache", "training step",
-                 "banded (window", "banded growth", "peak memory"]:
+                 "banded (window", "banded growth", "peak memory", "prefill", "vs onnxruntime"]:
         assert name in text, name
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 1 + 11  # header + every measurement
+    assert len(rows) == 1 + 13  # header + every measurement
     assert "error" not in text
     assert "first-step loss engine" in text  # the training twins start from the same weights
     # a second run appends a second section rather than overwriting
@@ -61,6 +61,28 @@ def test_torch_reference_model_matches_the_engine():
     with torch.no_grad():
         ref = TorchGPT(flat, 2, 2)(torch.from_numpy(ids)).numpy()
     assert np.abs(m.forward(ids) - ref).max() < 1e-12
+
+
+def test_onnxruntime_reference_runs_the_engines_graph_on_the_same_threads():
+    pytest.importorskip("onnxruntime")
+    from bench.ort_ref import bench_onnx, ort_session
+    from engine import GPT, GPTConfig
+    from engine.onnx import empty_past, run
+
+    m = GPT(GPTConfig(n_layer=2, n_head=2, d_model=16, n_ctx=12, vocab_size=31), seed=6)
+    threads = common.set_threads(1)
+    try:
+        sess = ort_session(m)
+        assert sess.get_session_options().intra_op_num_threads == 1
+        ids = np.random.default_rng(3).integers(0, 31, (1, 12))
+        assert np.abs(run(sess, ids, empty_past(m.cfg), m.cfg)[0] - m.forward(ids)).max() < 1e-5
+        prefill, decode = bench_onnx(Sizes.quick(), 1)
+    finally:
+        common.restore_threads(threads)
+    assert "1x64 vs onnxruntime" in prefill.name and "8+8" in decode.name
+    assert "1 intra-op threads" in prefill.reference
+    assert prefill.ratio > 0 and decode.ratio > 0
+    assert "identical for 100% of positions" in decode.note  # the same greedy tokens on both sides
 
 
 def test_memprobe_reports_consistent_numbers():
@@ -121,7 +143,7 @@ def test_table_marks_missed_targets():
 
 
 def test_sizes_cover_every_benchmark():
-    assert set(BENCHMARKS) == {"forward", "generate", "train", "banded", "memory"}
+    assert set(BENCHMARKS) == {"forward", "generate", "train", "banded", "memory", "onnx"}
     q = Sizes.quick()
     assert q.band_T_small < q.band_T < q.band_T_large and q.gen_new >= 1
 
