@@ -2,7 +2,7 @@
 
 // engine.units.human(n, unit, words=True)
 function humanWords(n, unit = "") {
-  const bytes = [[1e15, "PB"], [1e12, "TB"], [1e9, "GB"], [1e6, "MB"], [1e3, "kB"]];
+  const bytes = [[1e12, "TB"], [1e9, "GB"], [1e6, "MB"], [1e3, "kB"]];
   const words = [[1e12, "trillion"], [1e9, "billion"], [1e6, "million"], [1e3, "thousand"]];
   for (const [div, w] of unit === "B" ? bytes : words) if (n >= div) return `${(n / div).toFixed(1)} ${w}`;
   return unit === "B" ? `${n.toFixed(0)} B` : n.toFixed(0);

@@ -32,4 +32,5 @@ function render({model, el}) {
   draw();
 }
 
+export {slidingWindowExamples};
 export default {render};
