@@ -24,6 +24,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .evaluate import windows_for
+from .losses import log_softmax, picked
 
 
 def temperature_objective(logits, targets, beta: float, chunk: int = 2048) -> tuple[float, float, float]:
@@ -42,14 +43,11 @@ def temperature_objective(logits, targets, beta: float, chunk: int = 2048) -> tu
         k = keep[i:i + chunk]
         z = logits[i:i + chunk][k].astype(np.float64)
         y = targets[i:i + chunk][k]
-        s = beta * z
-        m = s.max(axis=-1, keepdims=True)
-        e = np.exp(s - m)
-        tot = e.sum(axis=-1)
-        p = e / tot[:, None]
-        zy = z[np.arange(len(y)), y]
+        logp = log_softmax(beta * z)  # the loss's own log-softmax
+        p = np.exp(logp)
+        zy = picked(z, y)
         mean_z = (p * z).sum(axis=-1)
-        f += float((np.log(tot) + m[:, 0] - beta * zy).sum())
+        f -= float(picked(logp, y).sum())
         d1 += float((mean_z - zy).sum())
         d2 += float((p * z * z).sum(axis=-1).sum() - (mean_z * mean_z).sum())
     return f / n, d1 / n, d2 / n
@@ -116,13 +114,10 @@ def window_losses_by_temperature(model, ids, temperatures, enc=None, batch_size:
     for i in range(0, len(x), batch_size):
         yb = y[i:i + batch_size]
         keep = yb >= 0
+        safe = np.where(keep, yb, 0)
         z = to_numpy(model.forward(x[i:i + batch_size])).astype(np.float64)
-        zy = np.take_along_axis(z, np.where(keep, yb, 0)[..., None], axis=-1)[..., 0]
-        m = z.max(axis=-1)
-        zc = z - m[..., None]  # shifted once, for every temperature
         for j, T in enumerate(Ts):
-            lse = np.log(np.exp(zc / T).sum(axis=-1)) + m / T
-            nll[j, i:i + batch_size] = ((lse - zy / T) * keep).sum(axis=-1)
+            nll[j, i:i + batch_size] = -(picked(log_softmax(z / T), safe) * keep).sum(axis=-1)
     return nll, y
 
 

@@ -30,7 +30,7 @@ HOW_TO_OPEN = (
 )
 SOURCES = HERE / "source"
 INIT_CELL = ('# The grader: grader.check("task") grades one task, grader.check_all() the whole notebook\n'
-             "from engine.grader.core import NotebookGrader\n"
+             "from engine.grader import NotebookGrader\n"
              'grader = NotebookGrader("{chapter}")')
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 

@@ -6,13 +6,15 @@ notebook without modifying it::
 
     python -m engine.grader exercises/05_layers.ipynb
 
-In Python: ``engine.grader.check("layernorm", globals())`` returns a list of part results.
+In Python: ``engine.grader.check("layernorm", globals())`` returns a list of part results. An exercise
+notebook's ``grader`` is ``engine.grader.NotebookGrader("05_layers")``.
 """
-from .core import CHAPTERS, REGISTRY, PartResult, Task, chapter_tasks, check, check_part, get_task, grade_env
+from .core import (CHAPTERS, REGISTRY, NotebookGrader, PartResult, Task, chapter_tasks, check, check_part, get_task,
+                   grade_env)
 from .runner import Fail, call
 
-__all__ = ["CHAPTERS", "REGISTRY", "Fail", "PartResult", "Task", "call", "chapter_tasks", "check", "check_part",
-           "get_task", "grade_env", "show"]
+__all__ = ["CHAPTERS", "REGISTRY", "Fail", "NotebookGrader", "PartResult", "Task", "call", "chapter_tasks", "check",
+           "check_part", "get_task", "grade_env", "show"]
 
 
 def show(name: str, env: dict) -> None:

@@ -71,7 +71,8 @@ def n_params(n_layer, d_model, n_ctx, vocab_size):
 #
 # `weights_bytes(n_params, dtype)` is the memory the weights take in `dtype`, one of
 # `"float32"` (4 bytes), `"float16"` or `"bfloat16"` (2 bytes). `adam_bytes(n_params)` is the
-# memory of Adam's two moment estimates, kept in float32 for every parameter.
+# memory of Adam's two moment estimates, kept in float32 for every parameter: only the two
+# moments, not the weights or the gradients. Both return bytes (not bits), exactly.
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -129,7 +130,7 @@ def training_flops(n_params, n_tokens):
 #
 # A GPU with a peak of `peak_flops_per_s` reaches only a fraction `utilization` of it in practice.
 # `gpu_years(flops, peak_flops_per_s, utilization)` returns how many years one such GPU would
-# need (a year is 365 x 24 x 3600 seconds).
+# need (a year is 365 x 24 x 3600 seconds, no leap days).
 
 # %% [raw]
 # # BEGIN SOLUTION

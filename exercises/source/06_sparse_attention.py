@@ -25,7 +25,8 @@
 # ```
 #
 # A mask is a boolean `(T, T)` array: `mask[i, j]` is True when query position i may look at key
-# position j. Every pattern is causal: never j > i.
+# position j (1/0 instead of True/False, or nested lists, are accepted too). Every pattern is
+# causal: never j > i, and every position sees itself.
 
 # %%
 import numpy as np
@@ -66,7 +67,8 @@ def banded_mask(T, window):
 #
 # The Sparse Transformer's strided pattern: position i sees the last `stride` positions (itself
 # included, `i - j < stride`) and every earlier position a multiple of `stride` back
-# (`(i - j) % stride == 0`). `strided_mask(T, stride)` returns that mask.
+# (`(i - j) % stride == 0`: counted back from i, not `j % stride == 0`). `strided_mask(T, stride)`
+# returns that mask.
 
 # %% [raw]
 # # BEGIN SOLUTION
@@ -106,8 +108,10 @@ for name, m in [("banded, window 4", banded_mask(12, 4)), ("strided, stride 4", 
 #
 # Each (query, key) pair a pattern keeps costs one dot product q . k. `dot_products(kind, T,
 # window=256, stride=32)` returns how many one layer computes for a sequence of T tokens, for
-# `kind` `"dense"` (every j <= i), `"banded"` or `"strided"`. The checks include T = 1,000,000,
-# where a (T, T) mask would need a terabyte: count with a formula, or a loop over the queries.
+# `kind` `"dense"` (every j <= i), `"banded"` or `"strided"`, each pair counted once (a query's
+# own key included). Return a whole number (an int, or a float that is exact). The checks include
+# T = 1,000,000, where a (T, T) mask would need a terabyte: count with a formula, or a loop over
+# the queries.
 
 # %% [raw]
 # # BEGIN SOLUTION

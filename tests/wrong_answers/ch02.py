@@ -91,3 +91,64 @@ RIGHT = [
     ("make_windows", {"make_windows": windows_view}),
     ("make_windows", {"make_windows": windows_lists}),
 ]
+
+
+# ---- diagnoses: each recomputes the loss under one mistake and names it
+def _logp(logits):
+    z = logits - logits.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def ce_minus_one_as_index(logits, targets):  # -1 picks the last column
+    return -np.take_along_axis(_logp(logits), targets[..., None], -1).mean()
+
+
+def ce_mean_over_all(logits, targets):  # masked out of the sum, but counted in the mean
+    keep = targets >= 0
+    nll = -np.take_along_axis(_logp(logits), np.where(keep, targets, 0)[..., None], -1)[..., 0]
+    return (nll * keep).sum() / targets.size
+
+
+def sgd_returns_loss_after(model, ids, targets, lr):
+    _, grads = model.loss_and_grads(ids, targets)
+    p, g = tree_flatten(model.params), tree_flatten(grads)
+    for k in p:
+        p[k] -= lr * g[k]
+    return model.loss(ids, targets)
+
+
+CASES += [
+    ("cross_entropy", {"cross_entropy": ce_minus_one_as_index}, "a target of -1 picked the last token's"),
+    ("cross_entropy", {"cross_entropy": ce_mean_over_all}, "you divided by all 10 positions; divide by the 7"),
+    ("sgd_step", {"sgd_step": sgd_returns_loss_after}, "that is the loss *after* your step"),
+]
+
+
+# ---- more correct answers written differently: full marks
+def ce_logaddexp(logits, targets):  # boolean indexing, NumPy's logaddexp.reduce as the log-sum-exp
+    keep = targets >= 0
+    z, y = logits[keep], targets[keep]
+    return float(np.mean(np.logaddexp.reduce(z, axis=-1) - z[np.arange(len(y)), y]))
+
+
+def sgd_walk(model, ids, targets, lr):  # walks the nested dicts and the list of blocks itself
+    loss, grads = model.loss_and_grads(ids, targets)
+
+    def step(p, g):
+        if isinstance(p, dict):
+            for k in p:
+                step(p[k], g[k])
+        elif isinstance(p, list):
+            for a, b in zip(p, g):
+                step(a, b)
+        else:
+            p -= lr * g
+
+    step(model.params, grads)
+    return float(loss)
+
+
+RIGHT += [
+    ("cross_entropy", {"cross_entropy": ce_logaddexp}),
+    ("sgd_step", {"sgd_step": sgd_walk}),
+]

@@ -108,3 +108,44 @@ RIGHT = [
     ("most_frequent_pair", {"most_frequent_pair": mfp_loop}),
     ("merge", {"merge": merge_array}),
 ]
+
+
+# ---- diagnoses: each recomputes the merge under one mistake and names it
+def merge_drops_last(ids, pair, new_id):  # the scan stops one short and never appends the last id
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == tuple(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_first_only(ids, pair, new_id):
+    ids = list(ids)
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == tuple(pair):
+            return ids[:i] + [new_id] + ids[i + 2:]
+    return ids
+
+
+def merge_right_to_left(ids, pair, new_id):
+    out, i = [], len(ids) - 1
+    while i >= 0:
+        if i > 0 and (ids[i - 1], ids[i]) == tuple(pair):
+            out.append(new_id)
+            i -= 2
+        else:
+            out.append(ids[i])
+            i -= 1
+    return out[::-1]
+
+
+CASES += [
+    ("merge", {"merge": merge_overlapping}, "a merged pair's ids are used up"),
+    ("merge", {"merge": merge_drops_last}, "the last id went missing"),
+    ("merge", {"merge": merge_first_only}, "you merged only the first occurrence"),
+    ("merge", {"merge": merge_right_to_left}, "scan left to right: in [7, 7, 7] the first two ids merge"),
+]

@@ -73,3 +73,98 @@ def n_params_sum(n_layer, d_model, n_ctx, vocab_size):  # each matrix and vector
 
 
 RIGHT = [("n_params", {"n_params": n_params_sum})]
+
+
+# ---- diagnoses: each recomputes the answer under one mistake and names it
+Y = 365 * 24 * 3600
+
+
+def weights_in_bits(n_params, dtype):
+    return n_params * {"float32": 32, "float16": 16, "bfloat16": 16}[dtype]
+
+
+def weights_bfloat16_forgotten(n_params, dtype):  # float16 handled, bfloat16 falls through to 4 bytes
+    return n_params * (2 if dtype == "float16" else 4)
+
+
+def adam_with_weights_and_grads(n_params):
+    return 16 * n_params
+
+
+def adam_with_weights(n_params):
+    return 12 * n_params
+
+
+def adam_counts_numbers(n_params):
+    return 2 * n_params
+
+
+def flops_forward_n(n_params, n_tokens):  # forward N instead of 2 N: 3 N per token
+    return 3 * n_params * n_tokens
+
+
+def flops_backward_equals_forward(n_params, n_tokens):
+    return 4 * n_params * n_tokens
+
+
+def flops_per_token_only(n_params, n_tokens):
+    return 6 * n_params
+
+
+def years_julian(flops, peak, utilization):
+    return flops / (peak * utilization) / (365.25 * 24 * 3600)
+
+
+def years_in_days(flops, peak, utilization):
+    return flops / (peak * utilization) / (24 * 3600)
+
+
+def years_in_seconds(flops, peak, utilization):
+    return flops / (peak * utilization)
+
+
+ADAM = lambda n: 8 * n  # noqa: E731
+RIGHT_W = lambda n, dt: n * (4 if dt == "float32" else 2)  # noqa: E731
+
+CASES += [
+    ("memory", {"weights_bytes": weights_in_bits, "adam_bytes": ADAM},
+     "that is in bits: a float32 number is 32 bits = 4 bytes (divide by 8)"),
+    ("memory", {"weights_bytes": weights_bfloat16_forgotten, "adam_bytes": ADAM},
+     "weights_bytes(125,226,240, 'bfloat16') [gpt3-small]: expected 250,452,480, got 500,904,960. you used 4 bytes "
+     "per number, the size of float32"),
+    ("memory", {"weights_bytes": RIGHT_W, "adam_bytes": adam_with_weights_and_grads},
+     "that adds the float32 weights and gradients: count only Adam's two moments"),
+    ("memory", {"weights_bytes": RIGHT_W, "adam_bytes": adam_with_weights}, "that adds the float32 weights (4 bytes"),
+    ("memory", {"weights_bytes": RIGHT_W, "adam_bytes": adam_counts_numbers}, "that counts the numbers, not the bytes"),
+    ("training_flops", {"training_flops": flops_forward_n}, "the forward pass 2 N per token, not N"),
+    ("training_flops", {"training_flops": flops_backward_equals_forward}, "the backward pass is twice the forward"),
+    ("training_flops", {"training_flops": flops_per_token_only}, "multiply by the number of tokens too"),
+    ("gpu_years", {"gpu_years": years_julian}, "not 365.25 days"),
+    ("gpu_years", {"gpu_years": years_in_days}, "that is in GPU-days"),
+    ("gpu_years", {"gpu_years": years_in_seconds}, "that is in GPU-seconds"),
+]
+
+
+# ---- more correct answers written differently: full marks
+def weights_itemsize(n_params, dtype):  # NumPy's item sizes; bfloat16 is not a NumPy dtype
+    return n_params * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
+
+
+def adam_float(n_params):  # a float is fine while it is exact
+    return 2.0 * 4.0 * n_params
+
+
+def flops_float(n_params, n_tokens):
+    return float(n_params) * float(n_tokens) * (2 + 4)
+
+
+def years_in_steps(flops, peak, utilization):  # seconds -> hours -> days -> years
+    seconds = flops / (peak * utilization)
+    return seconds / 3600 / 24 / 365
+
+
+RIGHT += [
+    ("memory", {"weights_bytes": weights_itemsize, "adam_bytes": adam_float}),
+    ("training_flops", {"training_flops": flops_float}),
+    ("gpu_years", {"gpu_years": years_in_steps}),
+]

@@ -156,3 +156,27 @@ def greedy_array(model, prompt, n_new):  # returns a NumPy array; feeds the last
 
 
 RIGHT += [("greedy_generate", {"greedy_generate": greedy_array})]
+
+
+# ---- diagnoses: each recomputes what one mistake keeps or generates and names it
+def top_k_one_more(logits, k):  # the slice keeps k + 1
+    p = good_softmax(logits)
+    keep = np.argsort(-p)[:k + 1]
+    out = np.zeros_like(p)
+    out[keep] = p[keep]
+    return out / out.sum()
+
+
+def greedy_one_short(model, prompt, n_new):  # range(n_new - 1)
+    seq = list(prompt)
+    for _ in range(max(n_new - 1, 0)):
+        seq.append(int(np.argmax(model.forward(np.asarray(seq))[-1])))
+    return seq
+
+
+CASES += [
+    ("top_k", {"top_k_probs": top_k_one_more}, "you kept k + 1 tokens"),
+    ("top_p", {"top_p_probs": top_p_strict}, "you dropped the token that crosses p"),
+    ("greedy_generate", {"greedy_generate": greedy_first_position}, "you took the argmax of position 0's logits"),
+    ("greedy_generate", {"greedy_generate": greedy_one_short}, "one token too few"),
+]

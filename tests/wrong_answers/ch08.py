@@ -122,3 +122,21 @@ RIGHT = [
     ("freeze_grads", {"freeze_grads": freeze_recursive}),
     ("answer_loss", {"answer_loss": loss_weighted}),
 ]
+
+
+# ---- diagnoses: each recomputes the loss under one mistake and names it
+def loss_mask_one_too_many(model, prompt, answer):  # -1 over len(prompt) targets: drops the first answer token
+    seq = list(prompt) + list(answer)
+    t = np.asarray(seq[1:])[None].copy()
+    t[0, :len(prompt)] = -1
+    return model.loss(np.asarray(seq[:-1])[None], t)
+
+
+def loss_answer_alone(model, prompt, answer):  # never shows the model the prompt
+    return model.loss(np.asarray(answer[:-1])[None], np.asarray(answer[1:])[None])
+
+
+CASES += [
+    ("answer_loss", {"answer_loss": loss_mask_one_too_many}, "one too many: the target at position len(prompt) - 1"),
+    ("answer_loss", {"answer_loss": loss_answer_alone}, "that scores the answer on its own"),
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...data import sliding_windows
-from ...losses import cross_entropy_forward
+from ...losses import cross_entropy_forward, log_softmax
 from ...model import tree_flatten
 from ..tasks import task
 from ..runner import Fail, call, close, number
@@ -73,7 +73,7 @@ def _ce_case(f, logits, targets, hint=""):
     what = f"cross_entropy(logits {logits.shape}, targets {targets.shape})"
     want = float(cross_entropy_forward(logits, targets)[0])
     got = call(f, logits, targets, name="cross_entropy", arg_names=["logits", "targets"])
-    if got is not None and not hint:
+    if got is not None:  # a recognised mistake's hint wins over the part's general one
         n = int((targets >= 0).sum())
         try:
             g = float(got)
@@ -83,7 +83,24 @@ def _ce_case(f, logits, targets, hint=""):
             hint = "you returned the sum; the loss is the mean over the counted positions"
         elif g is not None and abs(g + want) < 1e-6 * abs(want):
             hint = "the sign is wrong: the loss is the *negative* log-probability"
+        elif g is not None and n < targets.size:
+            hint = _ignored_targets_hint(g, logits, targets) or hint
     number(got, want, what, rtol=1e-6, hint=hint)
+
+
+def _ignored_targets_hint(g, logits, targets) -> str:
+    """The hint for the two usual ways of getting the -1 targets wrong, recomputed and compared with ``g``."""
+    keep = targets >= 0
+    nll = -np.take_along_axis(log_softmax(logits), np.where(keep, targets, 0)[..., None], -1)[..., 0]
+    as_index = -np.take_along_axis(log_softmax(logits), targets[..., None], -1)[..., 0].mean()  # -1: the last id
+    if abs(g - as_index) < 1e-6 * abs(as_index):
+        return ("a target of -1 picked the last token's log-probability (index -1 counts from the end in NumPy): "
+                "leave the positions whose target is -1 out of both the sum and the count")
+    over_all = (nll * keep).sum() / targets.size
+    if abs(g - over_all) < 1e-6 * abs(over_all):
+        return (f"you divided by all {targets.size} positions; divide by the {int(keep.sum())} that count "
+                "(the targets that are not -1)")
+    return ""
 
 
 @ce.part("random batches")
@@ -130,8 +147,15 @@ def _(f):
     want = model.loss(ids, targets)
     got = call(f, model, ids, targets, 0.1, name="sgd_step", arg_names=["model", "ids", "targets", "lr"],
                may_mutate=True)
-    number(got, want, "sgd_step(model, ids, targets, lr=0.1)", rtol=1e-6,
-           hint="return the loss that model.loss_and_grads gave, computed before you changed the weights")
+    hint = "return the loss that model.loss_and_grads gave, computed before you changed the weights"
+    try:
+        after = model.loss(ids, targets)  # the learner's step has been taken on `model`
+        if abs(float(got) - after) < 1e-9 * abs(after) and abs(after - want) > 1e-9 * abs(want):
+            hint = ("that is the loss *after* your step (model.loss once the weights moved): return the loss that "
+                    "model.loss_and_grads gave, computed before you changed the weights")
+    except Exception:
+        pass
+    number(got, want, "sgd_step(model, ids, targets, lr=0.1)", rtol=1e-6, hint=hint)
 
 
 @sgd.part("moves every parameter by -lr * gradient")

@@ -102,7 +102,34 @@ def _merge_case(f, ids, pair, new_id, hint=""):
     got = _as_list(call(f, ids, pair, new_id, name="merge", arg_names=["ids", "pair", "new_id"]), what)
     want = ref_merge(ids, pair, new_id)
     if got != want:
+        found = next((h for h, alt in _merge_mistakes(ids, pair, new_id) if alt != want and alt == got), "")
+        hint = found or hint
         raise Fail(f"{what}: expected {want}, got {got}" + (f". {hint}" if hint else ""))
+
+
+def _merge_mistakes(ids, pair, new_id):
+    """(hint, result) for the usual wrong merges, each recomputed on these ids."""
+    ids = list(ids)
+    starts = [i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair) for i in range(len(ids))]
+    # every position that starts a match becomes new_id, overlaps included: (7, 7) in [7, 7, 7] -> [99, 99]
+    overlapping = [new_id if starts[i] else x for i, x in enumerate(ids) if starts[i] or not (i and starts[i - 1])]
+    short, i = [], 0  # a scan that stops at len(ids) - 1 and so never appends the last id on its own
+    while i < len(ids) - 1:
+        short.append(new_id if starts[i] else ids[i])
+        i += 2 if starts[i] else 1
+    first = ids
+    if any(starts):
+        k = starts.index(True)
+        first = ids[:k] + [new_id] + ids[k + 2:]
+    rev = ref_merge(ids[::-1], tuple(pair)[::-1], new_id)[::-1]
+    return [
+        ("a merged pair's ids are used up: after a match skip both (i += 2), so in [7, 7, 7] only the first "
+         "(7, 7) merges (left to right, non-overlapping)", overlapping),
+        ("the last id went missing: when the scan reaches the last id and it starts no pair, append it too "
+         "(loop while i < len(ids), not len(ids) - 1)", short),
+        ("you merged only the first occurrence; merge every occurrence of the pair", first),
+        ("scan left to right: in [7, 7, 7] the first two ids merge, giving [99, 7], not [7, 99]", rev),
+    ]
 
 
 @merge.part("merges every occurrence")

@@ -90,36 +90,74 @@ def _(f):
 mem = task("memory", CH, "Memory for weights and Adam", ("weights_bytes", "adam_bytes"))
 
 
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _per_param_hint(got, n, table) -> str:
+    """The hint of the known mistake whose bytes per parameter ``got / n`` gives (``table``: ratio -> hint)."""
+    try:
+        r = float(got) / n
+    except Exception:
+        return ""
+    return next((h for k, h in table.items() if abs(r - k) < 1e-9), "")
+
+
+def _weights_case(f, k, dt):
+    n = PRESETS[k].n_params()
+    got = call(f, n, dt, name="weights_bytes", arg_names=["n_params", "dtype"])
+    b = BYTES[dt]
+    other = {4: "float16 and bfloat16", 2: "float32"}[b]
+    table = {8 * b: f"that is in bits: a {dt} number is {8 * b} bits = {b} bytes (divide by 8)",
+             1: f"that is the number of parameters; multiply by the bytes per number ({b} for {dt})",
+             8: f"8 bytes is a float64; a {dt} number takes {b} bytes"}
+    table[6 - b] = (f"you used {6 - b} bytes per number, the size of {other}: a {dt} number takes {b} bytes "
+                    "(look at the dtype argument)")
+    number(got, PRESETS[k].memory_bytes(dt)["weights"], f"weights_bytes({n:,}, {dt!r}) [{k}]", rtol=0,
+           hint=_per_param_hint(got, n, table) or f"a {dt} number takes {b} bytes")
+
+
 @mem.part("weights in float32")
 def _(weights_bytes, adam_bytes):
     for k in GPT3:
-        n = PRESETS[k].n_params()
-        number(call(weights_bytes, n, "float32", name="weights_bytes", arg_names=["n_params", "dtype"]),
-               PRESETS[k].memory_bytes("float32")["weights"], f"weights_bytes({n:,}, 'float32') [{k}]", rtol=0,
-               hint="a float32 takes 4 bytes")
+        _weights_case(weights_bytes, k, "float32")
 
 
 @mem.part("weights in float16 and bfloat16")
 def _(weights_bytes, adam_bytes):
     for k in ("gpt3-small", "gpt3-175b"):
-        n = PRESETS[k].n_params()
         for dt in ("float16", "bfloat16"):
-            number(call(weights_bytes, n, dt, name="weights_bytes", arg_names=["n_params", "dtype"]),
-                   PRESETS[k].memory_bytes(dt)["weights"], f"weights_bytes({n:,}, {dt!r}) [{k}]", rtol=0,
-                   hint=f"a {dt} number takes 2 bytes")
+            _weights_case(weights_bytes, k, dt)
+
+
+ADAM_MISTAKES = {
+    4: "that is one moment: Adam keeps two numbers per parameter (the moments m and v), 4 bytes each",
+    2: "that counts the numbers, not the bytes: two moments per parameter, each a 4-byte float32",
+    12: "that adds the float32 weights (4 bytes per parameter): count only Adam's two moments, m and v",
+    16: "that adds the float32 weights and gradients: count only Adam's two moments, m and v (8 bytes per parameter)",
+    64: "that is in bits: two moments x 32 bits = 8 bytes per parameter (divide by 8)",
+}
 
 
 @mem.part("Adam's two moments (float32)")
 def _(weights_bytes, adam_bytes):
     for k in GPT3:
         n = PRESETS[k].n_params()
-        number(call(adam_bytes, n, name="adam_bytes", arg_names=["n_params"]),
-               PRESETS[k].memory_bytes("float32")["adam"], f"adam_bytes({n:,}) [{k}]", rtol=0,
-               hint="Adam keeps two numbers per parameter (the moments m and v), each a 4-byte float32")
+        got = call(adam_bytes, n, name="adam_bytes", arg_names=["n_params"])
+        number(got, PRESETS[k].memory_bytes("float32")["adam"], f"adam_bytes({n:,}) [{k}]", rtol=0,
+               hint=_per_param_hint(got, n, ADAM_MISTAKES) or
+               "Adam keeps two numbers per parameter (the moments m and v), each a 4-byte float32")
 
 
 # ---------------------------------------------------------------------- training FLOPs
 flops = task("training_flops", CH, "Training compute", "training_flops")
+
+
+FLOPS_MISTAKES = {
+    1 / 3: "that is the forward pass only (2 N per token); the backward pass costs twice that again",
+    2 / 3: "forward 2 N + backward 4 N = 6 N FLOPs per token (the backward pass is twice the forward, not equal to it)",
+    1 / 2: "a multiply and an add per weight make the forward pass 2 N per token, not N: 2 N + 4 N = 6 N",
+    1 / 6: "that is N per token; forward (2 N) and backward (4 N) make 6 N FLOPs per token",
+}
 
 
 def _flops_case(f, n, tokens, what):
@@ -128,10 +166,9 @@ def _flops_case(f, n, tokens, what):
     hint = ""
     try:
         r = float(got) / want
-        if abs(r - 1 / 3) < 1e-6:
-            hint = "that is the forward pass only (2 N per token); the backward pass costs twice that again"
-        elif abs(r - 2 / 3) < 1e-6:
-            hint = "forward 2 N + backward 4 N = 6 N FLOPs per token"
+        hint = next((h for k, h in FLOPS_MISTAKES.items() if abs(r - k) < 1e-6), "")
+        if not hint and abs(float(got) - 6.0 * n) < 1e-6 * 6 * n:
+            hint = "multiply by the number of tokens too: 6 N FLOPs *per token*"
     except Exception:
         pass
     number(got, want, what, rtol=1e-9, hint=hint)
@@ -167,6 +204,12 @@ def _gy_case(f, fl, peak, util):
             hint = "the GPU only reaches `utilization` of its peak: divide by peak x utilization"
         elif abs(g - fl * util / peak / SECONDS_PER_YEAR) < 1e-6 * want:
             hint = "a lower utilization means *more* time: divide by it, do not multiply"
+        elif abs(g * 365.25 / 365 - want) < 1e-6 * want:
+            hint = "a year here is 365 x 24 x 3600 seconds, as the task says (not 365.25 days)"
+        else:
+            for unit, secs in (("GPU-days", 24 * 3600), ("GPU-hours", 3600), ("GPU-minutes", 60)):
+                if abs(g - fl / (peak * util) / secs) < 1e-6 * g:
+                    hint = f"that is in {unit}; divide the seconds by those of a year (365 x 24 x 3600)"
     except Exception:
         pass
     number(got, want, f"gpu_years({fl:.3g}, {peak:.3g}, {util})", rtol=1e-9, hint=hint)

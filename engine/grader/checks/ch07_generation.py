@@ -71,8 +71,12 @@ def _(f):
 
 
 # ---------------------------------------------------------------------- top-k / top-p
-def _probs_case(f, name, logits, value, want, argname, hint=""):
-    """Compare with the reference; where probabilities tie, any choice among the tied tokens is accepted."""
+def _probs_case(f, name, logits, value, want, argname, hint="", mistakes=None):
+    """Compare with the reference; where probabilities tie, any choice among the tied tokens is accepted.
+
+    ``mistakes(probs, value)`` gives (hint, how many tokens that mistake keeps) pairs: a wrong count that
+    one of them reproduces gets its hint rather than ``hint``.
+    """
     what = f"{name}(logits of {logits.shape[0]} tokens, {argname}={value})"
     got = as_array(call(f, logits, value, name=name, arg_names=["logits", argname]), what, want.shape)
     if got.dtype.kind not in "fiu":
@@ -84,6 +88,8 @@ def _probs_case(f, name, logits, value, want, argname, hint=""):
     if (kept_got != kept_want).any():
         n_got, n_want = int(kept_got.sum()), int(kept_want.sum())
         if n_got != n_want:
+            known = mistakes(ref_softmax(logits), value) if mistakes else []
+            hint = next((h for h, n in known if n != n_want and n == n_got), hint)
             raise Fail(f"{what} kept {n_got} tokens, expected {n_want}" + (f". {hint}" if hint else ""))
         probs = ref_softmax(logits)
         lo_kept, hi_dropped = probs[kept_got].min(), probs[~kept_got].max() if (~kept_got).any() else -1.0
@@ -98,6 +104,16 @@ def _probs_case(f, name, logits, value, want, argname, hint=""):
 
 
 tk = task("top_k", CH, "Top-k", "top_k_probs")
+TIES_HINT = ("keep exactly k tokens even when several tie with the k-th: rank them (np.argsort) and keep the "
+             "first k, rather than keeping every token at least as likely as the k-th")
+
+
+def _top_k_mistakes(probs, k):
+    V = len(probs)
+    kth = np.sort(probs)[::-1][min(k, V) - 1]
+    return [(TIES_HINT, int((probs >= kth).sum())),
+            ("you kept k + 1 tokens: np.argsort(-p)[:k] is the k most likely (check the slice's end)", min(k + 1, V)),
+            ("you kept k - 1 tokens: np.argsort(-p)[:k] is the k most likely (check the slice's start)", min(k, V) - 1)]
 
 
 @tk.part("random logits")
@@ -105,7 +121,7 @@ def _(f):
     rng = np.random.default_rng(53)
     for V, k in [(10, 3), (50, 7), (20, 19)]:
         x = rng.standard_normal(V) * 2
-        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k")
+        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k", mistakes=_top_k_mistakes)
 
 
 @tk.part("edge cases: k = 1, k = V, k > V")
@@ -113,23 +129,32 @@ def _(f):
     rng = np.random.default_rng(54)
     x = rng.standard_normal(12)
     for k in (1, 12, 40):
-        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k")
-
-
-TIES_HINT = ("keep exactly k tokens even when several tie with the k-th: rank them (np.argsort) and keep the "
-             "first k, rather than keeping every token at least as likely as the k-th")
+        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k", mistakes=_top_k_mistakes)
 
 
 @tk.part("ties: exactly k tokens even when others tie with the k-th")
 def _(f):
     for x, k in [(np.array([2.0, 1.0, 1.0, 1.0, 0.0, -1.0]), 2), (np.array([0.5, 3.0, 0.5, 3.0, 0.5, 0.5, -2.0]), 3),
                  (np.zeros(8), 4)]:
-        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k", hint=TIES_HINT)
+        _probs_case(f, "top_k_probs", x, k, next_token_probs(x, top_k=k), "k", hint=TIES_HINT,
+                    mistakes=_top_k_mistakes)
 
 
 tp = task("top_p", CH, "Top-p (nucleus)", "top_p_probs")
 TOP_P_HINT = ("keep the smallest set of most likely tokens whose probability reaches p, including the token "
               "that crosses p")
+BOUNDARY_HINT = ("when the kept tokens add up to exactly p, stop: the next token is not needed. Keep a token "
+                 "only while the mass of the tokens before it is still *less than* p")
+
+
+def _top_p_mistakes(probs, p):
+    sp = np.sort(probs)[::-1]
+    cum = np.cumsum(sp)
+    dropped = ("you dropped the token that crosses p: keep the smallest set of most likely tokens whose "
+               "probability reaches p, including the token that crosses p (keep a token while the mass of the "
+               "tokens before it is still less than p)")
+    return [(dropped, int((cum <= p).sum())), (dropped, int((cum < p).sum())),
+            (BOUNDARY_HINT, int((cum - sp <= p).sum()))]
 
 
 @tp.part("random logits")
@@ -137,7 +162,8 @@ def _(f):
     rng = np.random.default_rng(55)
     for V, p in [(10, 0.5), (40, 0.9), (25, 0.75)]:
         x = rng.standard_normal(V) * 2
-        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT)
+        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT,
+                    mistakes=_top_p_mistakes)
 
 
 @tp.part("edge cases: tiny p keeps one token, p = 1 keeps all")
@@ -145,17 +171,15 @@ def _(f):
     rng = np.random.default_rng(56)
     x = rng.standard_normal(15) * 2
     for p in (1e-9, 1.0):
-        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT)
-
-
-BOUNDARY_HINT = ("when the kept tokens add up to exactly p, stop: the next token is not needed. Keep a token "
-                 "only while the mass of the tokens before it is still *less than* p")
+        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=TOP_P_HINT,
+                    mistakes=_top_p_mistakes)
 
 
 @tp.part("the mass lands exactly on p")
 def _(f):
     for x, p in [(np.zeros(4), 0.5), (np.zeros(8), 0.375), (np.zeros(8), 0.75)]:  # probabilities 1/4, 1/8: exact
-        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=BOUNDARY_HINT)
+        _probs_case(f, "top_p_probs", x, p, next_token_probs(x, top_p=p), "p", hint=BOUNDARY_HINT,
+                    mistakes=_top_p_mistakes)
 
 
 # ---------------------------------------------------------------------- greedy loop with a KV cache
@@ -184,8 +208,25 @@ def _greedy_case(f, model, prompt, n_new, rec=None):
     if got.shape[0] == n_new and n_new != len(want):
         raise Fail(f"{what} returned only the {n_new} new tokens; return the prompt followed by them "
                    f"({len(want)} tokens)")
-    close(got.astype(np.int64), want, what, hint="take the argmax of the last position's logits at every step")
+    if abs(got.shape[0] - len(want)) == 1:
+        more = "one token too many" if got.shape[0] > len(want) else "one token too few"
+        raise Fail(f"{what} returned {got.shape[0]} tokens, {more}: the prompt ({len(prompt)}) followed by exactly "
+                   f"n_new = {n_new} new ones (check the loop's range)")
+    hint = "take the argmax of the last position's logits at every step"
+    if n_new and got.shape == want.shape and not np.array_equal(got, want) and \
+            np.array_equal(got, _greedy_from(model, prompt, n_new, 0)):
+        hint = ("you took the argmax of position 0's logits, the prediction after the first prompt token: take the "
+                "argmax of the last position's logits (logits[-1]), which predict the next token")
+    close(got.astype(np.int64), want, what, hint=hint)
     return used
+
+
+def _greedy_from(model, prompt, n_new, position):
+    """Greedy decoding that reads the logits of ``position`` (a mistake when it is not -1), without a cache."""
+    seq = list(prompt)
+    for _ in range(n_new):
+        seq.append(int(np.argmax(model.forward(np.asarray(seq[-model.cfg.n_ctx:]))[position])))
+    return np.asarray(seq)
 
 
 @gr.part("matches the engine's greedy output", points=2)

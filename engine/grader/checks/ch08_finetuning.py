@@ -97,6 +97,14 @@ def _(f):
 al = task("answer_loss", CH, "The task loss: only the answer counts", "answer_loss")
 
 
+def _loss_or_nan(model, x, t) -> float:
+    """model.loss(x, t), or NaN where a mistake leaves nothing to score (every target -1, no position)."""
+    try:
+        return float(model.loss(x, t)) if x.size and (t >= 0).any() else float("nan")
+    except Exception:
+        return float("nan")
+
+
 def _al_case(f, model, prompt, answer):
     x, t = answer_targets(prompt, answer)
     want = model.loss(x, t)
@@ -108,13 +116,26 @@ def _al_case(f, model, prompt, answer):
         full = model.loss(x, seq[None, 1:])
         by_value = np.where(np.isin(seq[1:], answer), seq[1:], -1)[None]
         not_prompt = np.where(np.isin(seq[1:], prompt), -1, seq[1:])[None]
+        late = seq[None, 1:].copy()
+        late[0, :len(prompt)] = -1
+        early = seq[None, 1:].copy()
+        early[0, :max(len(prompt) - 2, 0)] = -1
         if abs(g - full) < 1e-9:
             hint = "that scores the prompt too: set the targets of the prompt positions to -1"
-        elif (abs(g - model.loss(x, by_value)) < 1e-9 or
-              ((not_prompt >= 0).any() and abs(g - model.loss(x, not_prompt)) < 1e-9)):
+        elif abs(g - _loss_or_nan(model, x, by_value)) < 1e-9 or abs(g - _loss_or_nan(model, x, not_prompt)) < 1e-9:
             hint = ("you chose the targets to ignore by their *value* (is the token in the prompt / the answer?); "
                     "choose them by *position*: the first len(prompt) - 1 targets are prompt tokens, whatever "
                     "their ids (the same id can be in both)")
+        elif abs(g - _loss_or_nan(model, x, late)) < 1e-9:
+            hint = (f"you left out {len(prompt)} targets, one too many: the target at position len(prompt) - 1 = "
+                    f"{len(prompt) - 1} is the first answer token (the last prompt token predicts it), so only the "
+                    "first len(prompt) - 1 targets are -1")
+        elif len(prompt) > 1 and abs(g - _loss_or_nan(model, x, early)) < 1e-9:
+            hint = (f"you left out only {max(len(prompt) - 2, 0)} targets: the first len(prompt) - 1 = "
+                    f"{len(prompt) - 1} targets are prompt tokens and must all be -1")
+        elif abs(g - _loss_or_nan(model, np.asarray(answer[:-1])[None], np.asarray(answer[1:])[None])) < 1e-9:
+            hint = ("that scores the answer on its own: the model must read the prompt first, so feed prompt + "
+                    "answer and set the prompt's targets to -1")
     except Exception:
         pass
     number(got, want, f"answer_loss(model, prompt={prompt}, answer={answer})", rtol=1e-6, hint=hint or
