@@ -3,7 +3,7 @@
 
 function render({model, el}) {
   const {controls, body} = frame(el, "cw-generation");
-  controls.append(field(model, "prompt", "prompt", "text", {wide: true}),
+  controls.append(field(model, "prompt", "prompt", "textarea", {rows: 2}),
     slider(model, "max_new_tokens", "new tokens", 1, model.get("max_tokens")),
     slider(model, "temperature", "temperature", 0, 2, 0.1),
     field(model, "seed", "seed", "number", {attrs: {min: 0, max: 1000000, style: "width:7em"}}));

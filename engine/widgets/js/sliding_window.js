@@ -23,8 +23,8 @@ function render({model, el}) {
       return [h("span", {class: `cw-tok cw-${role}`, style}, showPiece(tok)), " "];
     }));
     const summary = h("p", {class: "cw-summary"}, `example ${t} of ${ex.length}: input `,
-      h("code", {class: "cw-input"}, showPiece(ctx.join(" "))), " \u2192 target ",
-      h("code", {class: "cw-target"}, showPiece(target)));
+      h("code", {class: "cw-example-input"}, showPiece(ctx.join(" "))), " \u2192 target ",
+      h("code", {class: "cw-example-target"}, showPiece(target)));
     body.replaceChildren(line, summary);
   }
   model.on("change:position", draw);

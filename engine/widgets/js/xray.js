@@ -16,7 +16,7 @@ function lensTable(lens, k, pieceOf) {
 
 function render({model, el}) {
   const {controls, body} = frame(el, "cw-xray");
-  controls.append(field(model, "prompt", "prompt", "text", {wide: true}),
+  controls.append(field(model, "prompt", "prompt", "textarea", {rows: 2}),
     slider(model, "layer", "layer", 0, model.get("n_layer") - 1), slider(model, "head", "head", 0, model.get("n_head") - 1));
   const inPage = siteStatic() !== null && model.get("model_name") !== "";
   const status = h("p", {class: "cw-status"});
