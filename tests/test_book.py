@@ -157,13 +157,12 @@ def test_page_loads_with_figures_and_widgets(site, browser, name):
         assert imgs.count() >= n_png > 0 or n_png == 0
         page.wait_for_function("() => Array.from(document.querySelectorAll('.cell_output img'))"
                                ".every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
-        # every widget is rendered from its saved state by the self-hosted html-manager
-        page.wait_for_function(f"() => document.querySelectorAll('.cell_output .widget-html-content')"
+        # every widget is rendered from its saved state by the self-hosted html-manager and anywidget
+        # (every control of each is driven by tests/test_site_widgets.py)
+        page.wait_for_function(f"() => document.querySelectorAll('.cell_output .course-widget')"
                                f".length >= {n_widgets}", timeout=30000)
-        rendered = page.locator(".cell_output .widget-html-content").all_inner_texts()
-        assert all(t.strip() for t in rendered), "a widget rendered empty"
-        assert page.locator(".cell_output .jupyter-widgets.widget-slider, .cell_output .widget-text, "
-                            ".cell_output .widget-textarea, .cell_output .widget-dropdown").count() >= 1
+        rendered = page.locator(".cell_output .course-widget .cw-body").all_inner_texts()
+        assert len(rendered) >= n_widgets and all(t.strip() for t in rendered), "a widget rendered empty"
         page.wait_for_timeout(300)
         assert not problems, problems
     finally:
@@ -176,6 +175,10 @@ def test_widget_javascript_is_self_hosted(site):
     scripts = re.findall(r'<script[^>]+src="([^"]+)"', html)
     assert any("_static/wm/embed-amd.js" in s for s in scripts), scripts
     assert not [s for s in scripts if s.startswith("http")], "the site must not need a CDN"
+    # what the widgets load themselves: anywidget's front end, tiktoken's and onnxruntime's WASM builds
+    for f in ("anywidget/index.js", "tiktoken/tiktoken_bg.wasm", "ort/ort.wasm.min.mjs", "ort/ort-wasm-simd-threaded.wasm"):
+        assert (SITE / "_static" / "wm" / f).is_file(), f
+    assert "https://" not in (SITE / "_static" / "wm" / "setup.js").read_text()
 
 
 # ---------------------------------------------------------------------- one widget live, through Voila
@@ -216,29 +219,33 @@ def voila_url(tmp_path_factory):
 
 
 @pytest.mark.browser
-def test_slider_drives_kernel_in_voila(voila_url, browser):
+def test_new_prompt_is_generated_by_the_kernel_in_voila(voila_url, browser):
+    # in a live kernel the widget calls back into Python: the page sends the prompt, the engine generates
+    import numpy as np
+
+    from engine.pretrained import load_pretrained
+
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(voila_url, timeout=90000)
-        out = page.locator(".widget-html-content").first
-        out.wait_for(timeout=90000)
-        page.wait_for_function("() => document.querySelector('.widget-html-content').innerText.includes('parameters')",
-                               timeout=60000)
-        before = out.inner_text()
-        assert "125,226,240" in before  # GPT-3 Small, computed by the kernel
-        handle = page.locator(".widget-slider .noUi-handle").first  # the "layers" slider
-        handle.focus()
-        for _ in range(12):
-            handle.press("ArrowRight")
-        from engine import GPTConfig
+        w = page.locator(".cw-generation")
+        w.wait_for(timeout=90000)
+        model, enc = load_pretrained()
 
-        n24 = GPTConfig(n_layer=24, n_head=6, d_model=768, n_ctx=2048).n_params()
-        # each key press moves the slider one layer; the kernel recomputes, the page shows it
-        page.wait_for_function("(s) => document.querySelector('.widget-html-content').innerText.includes(s)",
-                               arg=f"{n24:,}", timeout=60000)
-        assert out.inner_text() != before
+        def engine(prompt):
+            ids = enc.encode(prompt)
+            return enc.decode([int(t) for t in np.asarray(model.generate(np.asarray(ids), 8, temperature=0.0))[len(ids):]])
+
+        page.wait_for_function("(s) => document.querySelector('.cw-generation .cw-new')?.textContent === s",
+                               arg=engine("ROMEO:"), timeout=60000)
+        box = w.locator('[data-control="prompt"]')
+        box.fill("KING HENRY:\nOnce more unto the breach")
+        box.dispatch_event("change")
+        page.wait_for_function("(s) => document.querySelector('.cw-generation .cw-new')?.textContent === s",
+                               arg=engine("KING HENRY:\nOnce more unto the breach"), timeout=60000)
+        assert not w.locator(".cw-status").inner_text()  # nothing ran in the page: no site, no model there
         assert not errors, errors
     finally:
         page.close()

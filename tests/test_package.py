@@ -44,6 +44,8 @@ def test_wheel_holds_the_model_tokenizer_and_checks_and_no_tests(dist):
         assert f"engine/assets/shakespeare/{f}" in names
     checks = {p.name for p in (ROOT / "engine" / "grader" / "checks").glob("*.py")}
     assert checks <= {Path(n).name for n in names if n.startswith("engine/grader/checks/")}
+    modules = {p.name for p in (ROOT / "engine" / "widgets" / "js").glob("*.js")}  # the widgets' front end
+    assert modules and modules <= {Path(n).name for n in names if n.startswith("engine/widgets/js/")}
     assert not [n for n in names if n.startswith("tests/") or "/tests/" in n or "test_" in Path(n).name]
     assert not [n for n in names if n.startswith(("book/", "exercises/", "bench/"))]
     with tarfile.open(sdist) as tar:
