@@ -136,6 +136,25 @@ def test_temporary_files_are_made_in_a_new_private_folder(tmp_path):
     assert (tmp_path / "dest").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["dest"]
 
 
+def test_a_planted_temporary_name_is_never_followed(tmp_path, monkeypatch):
+    """Someone who guessed the next temporary name and put a symlink there: the save makes another name."""
+    import tempfile
+
+    if not hasattr(tempfile, "_get_candidate_names"):
+        pytest.skip("this Python's tempfile names its candidates otherwise")
+    names = iter(["planted1", "fresh123", "planted1", "fresh456"])  # each save meets the plant first
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".metrics.json.tmp-planted1").symlink_to(victim)
+    (tmp_path / "run" / ".ckpt.tmp-planted1").symlink_to(victim)
+    atomic_write(tmp_path / "run" / "metrics.json", lambda f: Path(f).write_text("{}"))
+    ckpt_mod.save_checkpoint(tmp_path / "run" / "ckpt", {"w": np.ones(2, np.float32)}, {"step": 1})
+    assert list(victim.iterdir()) == []  # nothing was written through the symlinks
+    assert (tmp_path / "run" / "metrics.json").read_text() == "{}" and step_of(tmp_path / "run" / "ckpt") == 1
+
+
 # ---------------------------------------------------------------------- one line, exit 2
 @pytest.mark.parametrize("argv,msg", [
     (["--lr", "nan"], "error: --lr must be a finite number > 0, got nan"),

@@ -11,6 +11,7 @@ many steps, so that the export can ship the average of the last few.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -23,11 +24,11 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..checkpoint import CheckpointError, list_snapshots, load_checkpoint, save_checkpoint, save_snapshot
-from ..files import atomic_write
 from ..config import GPTConfig
 from ..data import Batches
 from ..distill import gather_targets
 from ..evaluate import evaluate
+from ..files import atomic_write
 from ..model import GPT
 from ..optim import AdamW, lr_at
 from ..params import check_flat, tree_flatten, tree_unflatten
@@ -309,7 +310,8 @@ class Trainer:
         t_session = time.time()
         elapsed0 = self.elapsed
         interrupted = False
-        with _StopFlag() as flag:
+        # the bar closed on an error too, so that the error's line starts on a line of its own
+        with _StopFlag() as flag, (bar if bar is not None else contextlib.nullcontext()):
             while self.step < end:
                 t0 = time.time()
                 loss = self.train_step()
@@ -344,8 +346,6 @@ class Trainer:
                 if interrupted:
                     break
         self.stopped_by = flag.signal
-        if bar is not None:
-            bar.close()
         if interrupted and self.out_dir is not None:
             p = self.save("ckpt")
             log(f"stopped at step {self.step}; checkpoint saved to {p} (continue with --resume)")
