@@ -79,9 +79,10 @@ bench: $(STAMP)
 # the text (engine/distill.py), then the export that writes the assets and the model card (the mean of
 # the student's last five snapshots, 500 steps apart, its logits divided by a temperature fitted on the
 # first 48 held-out windows: engine/calibrate.py). Run it again after an interruption: each run
-# continues from its last checkpoint (a finished one is skipped).
+# continues from its last checkpoint (a finished one is skipped; ckpt.old is the one a save cut short
+# kept; a folder holding a run is never started again from scratch: `train` refuses it).
 COURSE_TRAIN := OPENBLAS_NUM_THREADS=1 $(PY) -m engine train --data shakespeare --workers 2 --no-progress
-COURSE_RUN = if [ -d $(1)/ckpt ]; then $(COURSE_TRAIN) --out $(1) --resume; \
+COURSE_RUN = if [ -d $(1)/ckpt ] || [ -d $(1)/ckpt.old ]; then $(COURSE_TRAIN) --out $(1) --resume; \
 	else $(COURSE_TRAIN) --out $(1) --batch-size 8 --warmup 200 $(2); fi
 course-model: $(STAMP)
 	$(call COURSE_RUN,runs/teacher-a,--dropout 0.1 --steps 7000)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .files import atomic_write, fsync, sha256_file  # noqa: F401  (sha256_file: re-exported)
+from .files import (JSON_LIMIT, atomic_write, fsync, os_error, plain_name, private_tmpdir, read_json, regular_file,
+                    remove, remove_leftovers, sha256_file)  # noqa: F401  (sha256_file: re-exported)
 from .tokenizer import load_encoding, save_encoding
 
 FILES = ("model.safetensors", "optim.safetensors", "state.json", "tokenizer.tiktoken")
@@ -48,7 +47,8 @@ def save_checkpoint(path, weights: dict, state: dict, optim: dict | None = None,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = private_tmpdir(path)
+    kept = "; the last complete checkpoint is kept" if path.exists() else ""
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp / "model.safetensors"))
         if optim is not None:
@@ -62,15 +62,17 @@ def save_checkpoint(path, weights: dict, state: dict, optim: dict | None = None,
             fsync(f)
         old = path.with_name(path.name + ".old")
         if path.exists():
-            if old.exists():
-                shutil.rmtree(old)
+            remove(old)  # a symlink planted there is unlinked, never followed
             os.replace(path, old)  # keep the last good one until the new one is in place
         os.replace(tmp, path)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        remove(old)
+    except BaseException as e:
+        remove(tmp)
+        err = os_error(e) if isinstance(e, Exception) else None
+        if err is None or err.errno is None:
+            raise
+        # disk full, read-only, ...: one line that says what is kept (safetensors reports these as text)
+        raise OSError(err.errno, f"checkpoint {path} was not saved: {err.strerror}{kept}") from e
     return path
 
 
@@ -92,16 +94,23 @@ def verify(path) -> Path:
     """Check every file against the manifest; returns the directory. Raises CheckpointError."""
     path = resolve(path)
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = read_json(path / "manifest.json")
     except ValueError as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted: manifest.json is not valid JSON") from e
+        raise CheckpointError(f"checkpoint {path} is corrupted: manifest.json is not valid JSON ({e})") from None
     if "model.safetensors" not in manifest or "state.json" not in manifest:
         raise CheckpointError(f"checkpoint {path} is incomplete: its manifest lists no model or state")
     for name, digest in manifest.items():
+        # a name with a path in it ("/dev/zero", "../x") would read outside the checkpoint
+        if not plain_name(name) or not isinstance(digest, str):
+            raise CheckpointError(f"checkpoint {path} is corrupted: its manifest lists {name!r}, not a file name "
+                                  "with its SHA-256")
         f = path / name
         if not f.exists():
             raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
-        got = sha256_file(f)
+        try:
+            got = sha256_file(f)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
         if got != digest:
             raise CheckpointError(f"checkpoint {path} is corrupted: {name} has SHA-256 {got[:16]}..., the manifest "
                                   f"says {digest[:16]}.... Do not resume from it; use an older checkpoint or "
@@ -113,14 +122,14 @@ def load_checkpoint(path, verify_hashes: bool = True) -> dict:
     """Read a checkpoint: {'weights', 'optim' (or None), 'state', 'enc' (or None), 'path'}."""
     path = verify(path) if verify_hashes else resolve(path)
     try:
-        weights = load_file(str(path / "model.safetensors"))
-        optim = load_file(str(path / "optim.safetensors")) if (path / "optim.safetensors").exists() else None
-        state = json.loads((path / "state.json").read_text())
+        weights = load_file(str(regular_file(path / "model.safetensors")))
+        optim = None
+        if (path / "optim.safetensors").exists():
+            optim = load_file(str(regular_file(path / "optim.safetensors")))
+        state = read_json(path / "state.json", JSON_LIMIT)
+        enc = load_encoding(path / "tokenizer.tiktoken") if (path / "tokenizer.tiktoken").exists() else None
     except Exception as e:  # noqa: BLE001 - re-raise with the file named
-        raise CheckpointError(f"checkpoint {path} could not be read: {e}") from e
-    enc = None
-    if (path / "tokenizer.tiktoken").exists():
-        enc = load_encoding(path / "tokenizer.tiktoken")
+        raise CheckpointError(f"checkpoint {path} could not be read: {e}") from None
     return {"weights": weights, "optim": optim, "state": state, "enc": enc, "path": path}
 
 
@@ -165,7 +174,7 @@ def average_weights(paths) -> dict:
     total, dtypes = None, None
     for p in paths:
         try:
-            w = load_file(str(p))
+            w = load_file(str(regular_file(p)))
         except Exception as e:  # noqa: BLE001 - name the file
             raise CheckpointError(f"snapshot {p} could not be read: {e}") from e
         if total is None:

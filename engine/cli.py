@@ -16,6 +16,7 @@ import codecs
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import engine  # looked up at call time: engine.load_pretrained may be replaced (the tests do)
@@ -24,12 +25,14 @@ from . import finetune, train
 from .checkpoint import CheckpointError
 from .config import PRESETS, GPTConfig
 from .data import CorpusError
+from .files import read_json
 from .generate import check_sampling
 from .hf import config_from_hf
 from .loading import checkpoint_dir as _checkpoint_dir, load_model as _load_model
 from .tokenizer import get_encoding
 from .units import human, human_bytes  # noqa: F401  (human_bytes: re-exported)
 
+NOTICE_AFTER_S = 2.0  # `generate` without --stream says that it is working once it has taken this long
 TRAINING_TOKENS = 300e9  # GPT-3's training run (Brown et al. 2020, section 2.2)
 PF_DAY = 1e15 * 86400  # petaflop/s-days, the unit of the GPT-3 paper's Table D.1
 
@@ -51,7 +54,7 @@ def resolve_config(name: str) -> GPTConfig:
             return config_from_hf(_read_json(folder / "config.json"))
         if (folder / "state.json").exists():
             state = _read_json(folder / "state.json")
-            if "config" not in state:
+            if not isinstance(state.get("config"), dict):
                 raise CLIError(f"{folder / 'state.json'} holds no model config")
             return GPTConfig.from_dict(state["config"])
         raise CLIError(f"{p} holds no model: expected config.json (Hugging Face GPT-2) or state.json "
@@ -60,10 +63,11 @@ def resolve_config(name: str) -> GPTConfig:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from a bounded regular file (a symlink to /dev/zero or a FIFO is refused, not read)."""
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except ValueError as e:
-        raise CLIError(f"{path} is not valid JSON: {e}") from None
+        raise CLIError(str(e)) from None
 
 
 def model_info(cfg: GPTConfig, tokens: float = TRAINING_TOKENS) -> dict:
@@ -168,6 +172,8 @@ def default_model(backend=None, dtype: str = "float32"):
 def run_generate(args) -> int:
     if args.max_new_tokens < 0:
         raise CLIError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.seed is not None and args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
     model, enc = (load_model(args.model, args.backend, args.dtype) if args.model
                   else default_model(args.backend, args.dtype))
     if enc.n_vocab > model.cfg.vocab_size:
@@ -199,8 +205,15 @@ def run_generate(args) -> int:
             out.flush()
         out.write(dec.decode(b"", final=True))
     else:
-        new = model.generate(ids, args.max_new_tokens, **kw)[len(ids):]
-        out.write(enc.decode(new.tolist()))
+        out.flush()
+        new, t0, told = [], time.monotonic(), False
+        for t in model.generate_stream(ids, args.max_new_tokens, **kw):  # what generate() does, token by token
+            new.append(t)
+            if not told and time.monotonic() - t0 >= NOTICE_AFTER_S and len(new) < args.max_new_tokens:
+                print(f"generating {args.max_new_tokens} tokens ({len(new)} so far; --stream prints them as they "
+                      "come)...", file=sys.stderr, flush=True)
+                told = True
+        out.write(enc.decode(new))
     out.write("\n")
     return 0
 
@@ -309,3 +322,9 @@ def main(argv=None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as e:  # the disk is full, a folder read-only, a path a file: the machine's words, one line
+        msg = e.strerror or str(e) or type(e).__name__
+        if e.filename and str(e.filename) not in msg:
+            msg += f": {e.filename}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

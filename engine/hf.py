@@ -15,8 +15,9 @@ import numpy as np
 
 from .backend import to_numpy
 from .config import GPTConfig
-from .files import atomic_write
+from .files import JSON_LIMIT, atomic_write, read_json, regular_file
 from .model import GPT, check_params, tree_flatten, tree_unflatten
+from .params import check_flat
 
 PREFIX = "transformer."
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers some checkpoints carry
@@ -31,8 +32,11 @@ def engine_to_hf_name(name: str) -> str:
 
 
 def hf_to_engine_name(name: str) -> str:
+    """Inverse of ``engine_to_hf_name``; a name that is no GPT-2 weight's ("nodot") comes back as it is."""
     if name.startswith(PREFIX):
         name = name[len(PREFIX):]
+    if "." not in name:
+        return name  # then listed as an unexpected tensor
     stem, leaf = name.rsplit(".", 1)
     if stem in ("wte", "wpe"):
         return stem
@@ -81,6 +85,8 @@ def hf_config_dict(cfg: GPTConfig) -> dict:
 
 
 def config_from_hf(d: dict) -> GPTConfig:
+    if not isinstance(d, dict):
+        raise ValueError(f"config.json must hold a JSON object ({{...}}), not a {type(d).__name__}")
     act = d.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"config.json asks for activation {act!r}; this engine implements GPT-2's tanh GELU "
@@ -114,6 +120,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: expected a model.safetensors written by save_pretrained "
                                 "(PyTorch .bin checkpoints are not read; re-save with safe_serialization=True)")
+    regular_file(path)  # a FIFO would hang, a device never end
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for bad headers and short files
@@ -131,10 +138,7 @@ def load_hf_gpt2(path, dtype: str = "float32", backend=None) -> GPT:
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{cfg_file} not found: load_hf_gpt2 expects a folder written by save_pretrained")
-    try:
-        cfg = config_from_hf(json.loads(cfg_file.read_text()))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    cfg = config_from_hf(read_json(cfg_file, JSON_LIMIT))  # a bounded regular file holding an object
     tensors = read_safetensors(path / "model.safetensors")
     flat, lm_head = {}, None
     for k, v in tensors.items():
@@ -144,6 +148,7 @@ def load_hf_gpt2(path, dtype: str = "float32", backend=None) -> GPT:
             lm_head = v
             continue
         flat[hf_to_engine_name(k)] = v.astype(np.float32) if v.dtype == np.float16 else v
+    check_flat(flat, cfg)  # before tree_unflatten, which cannot place an extra layer's tensors
     params = tree_unflatten(flat, cfg.n_layer)
     check_params(params, cfg)
     if lm_head is not None and not np.array_equal(lm_head, tensors.get("transformer.wte.weight", tensors.get("wte.weight"))):

@@ -7,7 +7,6 @@ The command line, fine-tuning, distillation's teachers and the export all come h
 """
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -15,10 +14,10 @@ from safetensors.numpy import load_file
 
 from .checkpoint import load_checkpoint
 from .config import GPTConfig
-from .files import sha256_file
+from .files import plain_name, read_json, regular_file, sha256_file
 from .hf import load_hf_gpt2
 from .model import GPT
-from .params import tree_unflatten
+from .params import check_flat, tree_unflatten
 from .tokenizer import get_encoding, load_encoding
 
 NAMES = ("shakespeare",)
@@ -41,13 +40,14 @@ def load_pretrained(name: str = "shakespeare", dtype: str = "float32", backend=N
     d = asset_dir(name)
     if not (d / "model.safetensors").exists():
         raise FileNotFoundError(f"the pretrained model files are missing from {d}; reinstall the engine package")
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = read_json(d / "manifest.json")
     for fname, digest in manifest.items():
-        if sha256_file(d / fname) != digest:
-            raise ValueError(f"{d / fname} does not match its SHA-256 in manifest.json: the file is damaged "
+        if not plain_name(fname) or sha256_file(d / fname) != digest:
+            raise ValueError(f"{d / str(fname)} does not match its SHA-256 in manifest.json: the file is damaged "
                              "(or a Git LFS pointer); reinstall the engine package")
-    cfg = GPTConfig.from_dict(json.loads((d / "config.json").read_text()))
-    weights = load_file(str(d / "model.safetensors"))
+    cfg = GPTConfig.from_dict(read_json(d / "config.json"))
+    weights = load_file(str(regular_file(d / "model.safetensors")))
+    check_flat(weights, cfg)
     params = tree_unflatten({k: v.astype("float32") for k, v in weights.items()}, cfg.n_layer)
     model = GPT(cfg, dtype=dtype, backend=backend, params=params)
     return model, load_encoding(d / "tokenizer.tiktoken")
@@ -55,16 +55,17 @@ def load_pretrained(name: str = "shakespeare", dtype: str = "float32", backend=N
 
 def model_card_metrics(name: str = "shakespeare") -> dict:
     """The numbers in the model card (metrics.json)."""
-    return json.loads((asset_dir(name) / "metrics.json").read_text())
+    return read_json(asset_dir(name) / "metrics.json")
 
 
 # ---------------------------------------------------------------------- checkpoints and folders
 def model_from_checkpoint(ck: dict, dtype: str = "float32", backend=None, weights: dict | None = None) -> GPT:
     """The GPT of a ``load_checkpoint`` result (``weights``: other flat weights of the same shape)."""
-    if "config" not in ck["state"]:
+    if not isinstance(ck["state"].get("config"), dict):
         raise ModelFolderError(f"{ck['path'] / 'state.json'} holds no model config")
     cfg = GPTConfig.from_dict(ck["state"]["config"])
     flat = ck["weights"] if weights is None else weights
+    check_flat(flat, cfg)  # names (an extra h.7.* included), shapes and dtypes, before tree_unflatten
     return GPT(cfg, dtype=dtype, backend=backend, params=tree_unflatten(flat, cfg.n_layer))
 
 

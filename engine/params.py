@@ -33,6 +33,8 @@ def tree_unflatten(flat: dict, n_layer: int) -> dict:
         parts = name.split(".")
         node = tree
         if parts[0] == "h":
+            if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) >= n_layer:
+                raise ValueError(f"unexpected tensor {name}: the config has layers h.0 .. h.{n_layer - 1}")
             node, parts = tree["h"][int(parts[1])], parts[2:]
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -72,23 +74,42 @@ def init_params(cfg: GPTConfig, seed: int = 0, dtype: str = "float32") -> dict:
     return tree_unflatten(flat, cfg.n_layer)
 
 
-def check_params(params: dict, cfg: GPTConfig):
-    """Raise a ValueError listing every missing, unexpected or mis-shaped tensor, or NaN/inf weights."""
-    flat = tree_flatten(params)
+def _some(names, n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def check_flat(flat: dict, cfg: GPTConfig) -> None:
+    """Raise a one-line ValueError naming every missing, unexpected, mis-shaped or non-float tensor.
+
+    flat: {engine name: array}, before ``tree_unflatten`` (which cannot place a tensor like ``h.7.*``
+    of a 2-layer config).
+    """
     want = cfg.param_shapes()
     missing = sorted(set(want) - set(flat))
     extra = sorted(set(flat) - set(want))
     wrong = [f"{k}: got {tuple(flat[k].shape)}, config expects {want[k]}"
              for k in want if k in flat and tuple(flat[k].shape) != tuple(want[k])]
+    # an integer weight would be silently converted (and truncated on the way out): refuse it
+    ints = [f"{k} ({np.dtype(flat[k].dtype).name})" for k in want
+            if k in flat and hasattr(flat[k], "dtype") and np.dtype(flat[k].dtype).kind != "f"]
     problems = []
     if missing:
-        problems.append("missing: " + ", ".join(missing))
+        problems.append("missing: " + _some(missing))
     if extra:
-        problems.append("unexpected: " + ", ".join(extra))
+        problems.append("unexpected: " + _some(extra))
     if wrong:
-        problems.append("wrong shape: " + "; ".join(wrong))
+        problems.append("wrong shape: " + "; ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3
+                                                                  else ""))
+    if ints:
+        problems.append("not floating point: " + _some(ints))
     if problems:
-        raise ValueError("parameters do not match the config:\n  " + "\n  ".join(problems))
+        raise ValueError("parameters do not match the config: " + "; ".join(problems))
+
+
+def check_params(params: dict, cfg: GPTConfig):
+    """Raise a ValueError listing every missing, unexpected, mis-shaped or non-float tensor, or NaN/inf weights."""
+    flat = tree_flatten(params)
+    check_flat(flat, cfg)
     bad = [k for k, v in flat.items() if not bool(np.isfinite(to_numpy(v)).all())]
     if bad:
         raise ValueError("parameters contain NaN or inf in: " + ", ".join(bad))

@@ -20,7 +20,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from .files import atomic_write
+from .files import atomic_write, read_text
 
 ENDOFTEXT = "<|endoftext|>"
 # The hashes tiktoken's own gpt2 constructor expects for these two files.
@@ -95,14 +95,15 @@ def load_encoding(path, pat_str: str = R50K_PAT_STR) -> tiktoken.Encoding:
     if not path.exists():
         raise FileNotFoundError(f"no tokenizer file at {path}")
     ranks = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    # a bounded regular file; an error names the line, never quotes it (the path may lead to a secret)
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             tok, rank = line.split()
             ranks[base64.b64decode(tok, validate=True)] = int(rank)
-        except Exception as e:  # noqa: BLE001 - report which line is bad
-            raise ValueError(f"{path}:{n} is not a tiktoken rank line ('base64 rank'): {line[:60]!r}") from e
+        except Exception:  # noqa: BLE001 - report which line is bad
+            raise ValueError(f"{path}:{n} is not a tiktoken rank line ('base64 rank')") from None
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise ValueError(f"{path}: ranks must be 0 .. {len(ranks) - 1} without gaps")
     return tiktoken.Encoding(name=path.stem, pat_str=pat_str, mergeable_ranks=ranks,

@@ -1,7 +1,8 @@
 """Chapter 2, Training: the loop that turns text into a model.
 
 =============  =====================================================
-``loop``       ``TrainConfig``, ``Trainer``: steps, validation, checkpoints, resume
+``settings``   ``TrainConfig``: the settings of a run, and their checks
+``loop``       ``Trainer``: steps, validation, checkpoints, resume
 ``teachers``   teacher models and their predictions, for distillation
 ``run``        ``python -m engine train``: data, tokenizer, model, run
 =============  =====================================================

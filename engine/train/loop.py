@@ -1,4 +1,4 @@
-"""The training loop: ``TrainConfig``, ``Trainer`` (one step, evaluation, checkpoints, resume).
+"""The training loop: ``Trainer`` (one step, evaluation, checkpoints, resume).
 
 One step: draw a batch of windows, run the model forward and backward
 (``GPT.loss_and_grads``), clip the gradient's global norm, and let AdamW move
@@ -11,14 +11,13 @@ many steps, so that the export can ship the average of the last few.
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import math
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,52 +28,15 @@ from ..config import GPTConfig
 from ..data import Batches
 from ..distill import gather_targets
 from ..evaluate import evaluate
+from ..files import atomic_write
 from ..model import GPT
 from ..optim import AdamW, lr_at
-from ..params import tree_flatten, tree_unflatten
+from ..params import check_flat, tree_flatten, tree_unflatten
+from .settings import TrainConfig  # noqa: F401  (re-exported: where it has always been found)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of a training run (the model's shape lives in ``GPTConfig``).
-
-    ``batch_size`` sequences of ``n_ctx`` tokens per micro-batch, ``grad_accum`` micro-batches
-    per optimizer step: tokens per step = batch_size x grad_accum x n_ctx.
-    """
-
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_steps: int = 1000
-    lr: float = 1e-3
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    dropout: float = 0.0          # on the embedding output and every residual branch (layers.Dropout)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    eval_interval: int = 100
-    eval_windows: int = 32        # held-out windows used by the periodic validation (all at the end)
-    ckpt_interval: int = 100
-    snapshot_every: int = 0       # also keep the weights every this many steps, for averaging (0: never)
-    keep_snapshots: int = 0       # delete all but the newest this many snapshots (0: keep them all)
-    seed: int = 0
-    workers: int = 1              # threads that split each micro-batch (data parallel; same result)
-    max_minutes: float | None = None  # stop (and save) after this much wall time
-    distill_alpha: float = 0.0    # weight of the teachers' predictions in the target (engine.distill)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # ---------------------------------------------------------------------- NaN diagnosis
@@ -99,30 +61,45 @@ def locate_nonfinite(model: GPT, x, y, grads=None) -> str:
 
 # ---------------------------------------------------------------------- the loop
 class _StopFlag:
-    """Turns Ctrl-C (SIGINT) into a flag checked between steps, so a step is never cut in half."""
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag checked between steps, so a step is never cut in half.
+
+    ``signal``: the signal that asked to stop (None: none did).
+    """
 
     def __init__(self):
         self.stop = False
-        self._old = None
+        self.signal = None
+        self._old = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
             def handler(signum, frame):
-                if self.stop:  # a second Ctrl-C: give up immediately
+                if self.stop:  # a second one: give up immediately
                     raise KeyboardInterrupt
-                self.stop = True
+                self.stop, self.signal = True, signal.Signals(signum)
 
-            signal.signal(signal.SIGINT, handler)
-            signal.signal(signal.SIGTERM, handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
         return False
+
+
+RESUME_KEYS = {"step": int, "optim_t": int, "rng": dict, "config": dict, "train": dict, "history": dict}
+
+
+def check_resumable(ck: dict) -> dict:
+    """The state of a ``load_checkpoint`` result, if it holds all a resume needs; else CheckpointError."""
+    st = ck["state"]
+    for key, kind in RESUME_KEYS.items():
+        if not isinstance(st.get(key), kind) or isinstance(st.get(key), bool):
+            what = "lacks" if key not in st else "has a malformed"
+            raise CheckpointError(f"checkpoint {ck['path']}: state.json {what} {key!r} entry; it cannot be resumed")
+    return st
 
 
 class Trainer:
@@ -140,7 +117,7 @@ class Trainer:
 
     def __init__(self, model: GPT, train_ids, val_ids, tc: TrainConfig, out_dir=None, enc=None, trainable=None,
                  extra_state: dict | None = None, soft=None):
-        self.model, self.tc, self.enc = model, tc, enc
+        self.model, self.tc, self.enc = model, tc.check(), enc
         self.train_ids, self.val_ids = np.asarray(train_ids), (None if val_ids is None else np.asarray(val_ids))
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.flat = tree_flatten(model.params)
@@ -153,6 +130,7 @@ class Trainer:
         self.best_val = float("inf")
         self.elapsed = 0.0  # training wall time so far (summed over resumed sessions)
         self.extra_state = extra_state or {}
+        self.stopped_by = None  # the signal (SIGINT, SIGTERM) that stopped the last run(), if one did
         self._pool = None
         if (soft is None) != (tc.distill_alpha == 0):
             raise ValueError("distillation needs both the teachers' targets (soft) and distill_alpha > 0")
@@ -283,25 +261,35 @@ class Trainer:
         if with_optim:
             optim = {k: to_numpy(v) for k, v in self.opt.state_dict().items() if k != "t"}
         path = save_checkpoint(self.out_dir / name, self.model.state_dict(), self.state(), optim, self.enc)
-        (self.out_dir / "metrics.json").write_text(json.dumps(self.state(), indent=1))
+        text = json.dumps(self.state(), indent=1)
+        atomic_write(self.out_dir / "metrics.json", lambda f: Path(f).write_text(text))
         return path
 
     def load(self, path) -> None:
         """Restore weights, optimizer, sampler RNG and metrics from a checkpoint (for --resume)."""
         ck = load_checkpoint(path)
-        st = ck["state"]
+        st = check_resumable(ck)
         if GPTConfig.from_dict(st["config"]) != self.model.cfg:
             raise CheckpointError(f"checkpoint {ck['path']} is for a different model config: {st['config']}")
+        try:
+            check_flat(ck["weights"], self.model.cfg)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {ck['path']}: {e}") from None
+        want = {p + k for k in self.opt.names for p in ("m.", "v.")}
+        if ck["optim"] is None or set(ck["optim"]) != want or \
+                any(ck["optim"][p + k].shape != self.flat[k].shape for k in self.opt.names for p in ("m.", "v.")):
+            raise CheckpointError(f"checkpoint {ck['path']} has no optimizer state for these parameters; it cannot "
+                                  "be resumed")
         for k, v in ck["weights"].items():
-            if k not in self.flat:
-                raise CheckpointError(f"checkpoint has an unknown tensor {k}")
             self.flat[k][...] = self.model.xp.asarray(v)
-        if ck["optim"] is None:
-            raise CheckpointError(f"checkpoint {ck['path']} has no optimizer state; it cannot be resumed")
         self.opt.load_state_dict({"t": st["optim_t"], **ck["optim"]})
-        self.batches.set_state(st["rng"])
+        try:
+            self.batches.set_state(st["rng"])
+        except (TypeError, ValueError, KeyError):
+            raise CheckpointError(f"checkpoint {ck['path']}: state.json's 'rng' entry is not a random generator's "
+                                  "state; it cannot be resumed") from None
         self.step = st["step"]
-        self.history = st["history"]
+        self.history = {**self.history, **st["history"]}
         self.best_val = st.get("best_val", float("inf"))
         self.elapsed = st.get("elapsed_s", 0.0)
 
@@ -322,7 +310,8 @@ class Trainer:
         t_session = time.time()
         elapsed0 = self.elapsed
         interrupted = False
-        with _StopFlag() as flag:
+        # the bar closed on an error too, so that the error's line starts on a line of its own
+        with _StopFlag() as flag, (bar if bar is not None else contextlib.nullcontext()):
             while self.step < end:
                 t0 = time.time()
                 loss = self.train_step()
@@ -356,8 +345,7 @@ class Trainer:
                     interrupted = True
                 if interrupted:
                     break
-        if bar is not None:
-            bar.close()
+        self.stopped_by = flag.signal
         if interrupted and self.out_dir is not None:
             p = self.save("ckpt")
             log(f"stopped at step {self.step}; checkpoint saved to {p} (continue with --resume)")

