@@ -81,7 +81,7 @@ def test_infinite_loop_times_out(monkeypatch):
     t0 = time.monotonic()
     msgs = messages("gelu", {"gelu": forever})
     assert time.monotonic() - t0 < 10
-    assert len(msgs) == 2 and all("did not finish within 0.3 s" in m for m in msgs)
+    assert len(msgs) == 2 and all("`gelu` did not return within 0.3 s" in m for m in msgs)
 
 
 def test_whole_part_time_limit(monkeypatch):
@@ -93,7 +93,7 @@ def test_whole_part_time_limit(monkeypatch):
         time.sleep(0.2)
         return gelu_forward(x)[0]
     res = check("gelu", {"gelu": slow})
-    assert not res[0].passed and ("0.5 s" in res[0].message or "did not finish" in res[0].message)
+    assert not res[0].passed and ("0.5 s" in res[0].message or "did not return" in res[0].message)
 
 
 def test_printing_is_swallowed(capsys):
@@ -184,35 +184,13 @@ def test_grading_a_notebook_survives_errors_hangs_and_output(tmp_path, monkeypat
     for r in rep["results"]:
         by.setdefault(r["task"], []).append(r)
     assert all(r["earned"] == r["points"] for r in by["gelu"])
-    assert all(r["earned"] == 0 and "did not finish within 1 s" in r["message"] for r in by["layernorm"])
+    assert all(r["earned"] == 0 and "`layernorm` did not return within 1 s" in r["message"] for r in by["layernorm"])
     assert "`softmax` is not defined" in by["softmax"][0]["message"]
     assert any("ZeroDivisionError" in e for e in rep["cell_errors"])
-    assert len(rep["cell_errors"]) == 2  # the error and the interrupted loop
+    assert len(rep["cell_errors"]) == 2  # the error and the stopped loop
+    assert "cell 3: did not finish within 3 s" in rep["cell_errors"][1]
     text = format_report(rep)
     assert "gelu" in text and "total" in text and "2/" in text
-
-
-@pytest.mark.slow
-def test_a_kernel_that_ignores_interrupts_does_not_hang_the_grader(tmp_path):
-    path = tmp_path / "stuck.ipynb"
-    _notebook(path, ["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)",
-                     "while True:\n    pass"])
-    t0 = time.monotonic()
-    rep = grade_notebook(path, cell_timeout=2, grade_timeout=3, tasks=["gelu"])
-    assert time.monotonic() - t0 < 120
-    assert rep["score"] == 0
-    msg = rep["results"][0]["message"]
-    assert "could not grade" in msg or "`gelu` is not defined" in msg
-
-
-@pytest.mark.slow
-def test_a_notebook_that_kills_its_kernel_scores_zero_with_a_reason(tmp_path):
-    path = tmp_path / "dies.ipynb"
-    _notebook(path, ["import os", "os._exit(1)", "def gelu(x):\n    return x"])
-    rep = grade_notebook(path, cell_timeout=20, tasks=["gelu"])
-    assert rep["score"] == 0 and len(rep["results"]) == len(get_task("gelu").parts)
-    assert all(r["message"].startswith("could not grade") for r in rep["results"])
-    assert rep["cell_errors"]
 
 
 @pytest.mark.slow

@@ -1,9 +1,13 @@
-"""Grade a whole notebook from the shell: execute a copy, then run every task's checks in its kernel.
+"""Grade a whole notebook from the shell: learner code in a kernel of its own, checks and score here.
 
-The learner's file is only read: we execute an in-memory copy in a temporary folder
-(cells that only call ``grader.check`` are skipped, since we check everything at the
-end anyway). A cell that raises is recorded and execution goes on; a cell that runs
-too long is interrupted. Then one extra cell grades the notebook's namespace.
+The learner's file is read once and never written; its cells run in a fresh kernel in a private
+temporary folder (``kernel``: deadlines, memory and output caps, an unprivileged user when we are
+root). Cells that only call ``grader.check`` are skipped (we check everything at the end). A cell
+that raises is recorded and execution goes on; one that hangs or kills its kernel is recorded and
+the rest run in a fresh kernel. Then every task's checks run in *this* process, calling the
+learner's functions in the kernel with data in and data out (``remote``, ``codec``); the results
+are checked against the registered tasks and points. ``main`` grades each notebook in a worker
+process of its own, after reading every file.
 """
 from __future__ import annotations
 
@@ -206,26 +210,76 @@ def format_report(rep: dict, verbose: bool = True) -> str:
             rows.append("")
             rows.append("  cells that raised an error while the notebook ran:")
             rows.extend(f"  - {e}" for e in rep["cell_errors"])
+        if "runs as root" in rep.get("isolation", ""):
+            rows += ["", f"  note: {rep['isolation']}"]
     return "\n".join(rows)
+
+
+def _worker(args) -> int:
+    """One notebook, its bytes on stdin: grade it, print the report as JSON (``main`` runs one per notebook)."""
+    data = sys.stdin.buffer.read(MAX_NOTEBOOK_BYTES + 1)
+    try:
+        rep = grade_notebook(Path(args.worker), cell_timeout=args.cell_timeout, tasks=args.task, data=data)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(json.dumps({"error": str(e.args[0] if e.args else e)}))
+        return 0
+    print(json.dumps(rep))
+    return 0
+
+
+def _grade_in_worker(path: Path, data: bytes, args) -> dict:
+    """Grade in a process of its own whose command line and folder name only this notebook's private copy."""
+    cmd = [sys.executable, "-m", "engine.grader", "--worker", path.name, "--cell-timeout", str(args.cell_timeout)]
+    for t in args.task or []:
+        cmd += ["--task", t]
+    folder = tempfile.mkdtemp(prefix="engine-grader-")
+    try:
+        r = subprocess.run(cmd, input=data, capture_output=True, cwd=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        rep = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    except Exception:
+        tail = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {r.returncode}"]
+        raise RuntimeError(f"the grader's worker for {path} failed: {tail[0][:300]}") from None
+    if "error" in rep:
+        raise ValueError(rep["error"].replace(path.name, str(path), 1))
+    rep["notebook"] = str(path)
+    validate(rep["results"], list(dict.fromkeys(r["task"] for r in rep["results"])))
+    return rep
 
 
 def main(argv=None) -> int:
     import argparse
+    import hashlib
 
     ap = argparse.ArgumentParser(prog="python -m engine.grader",
-                                 description="Grade exercise notebooks: execute a copy of each (the file is not "
-                                             "changed) and print a per-task table, the total and feedback.")
-    ap.add_argument("notebooks", nargs="+", help="exercise notebooks, e.g. exercises/05_layers.ipynb")
+                                 description="Grade exercise notebooks: run each in a kernel of its own (the file is "
+                                             "only read) and print a per-task table, the total and feedback.")
+    ap.add_argument("notebooks", nargs="*", help="exercise notebooks, e.g. exercises/05_layers.ipynb")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ap.add_argument("--quiet", action="store_true", help="only the table, no feedback")
-    ap.add_argument("--cell-timeout", type=float, default=120, help="seconds before a cell is interrupted (120)")
+    ap.add_argument("--cell-timeout", type=float, default=120, help="seconds before a cell is stopped (120)")
     ap.add_argument("--task", action="append", help="grade only this task (repeatable)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    reports, status = [], 0
-    for nbp in args.notebooks:
+    if args.worker:
+        return _worker(args)
+    if not args.notebooks:
+        ap.error("give at least one notebook")
+    reports, status, read = [], 0, []
+    for nbp in args.notebooks:  # every file is read before any learner code runs: a later change cannot matter
         try:
-            rep = grade_notebook(nbp, cell_timeout=args.cell_timeout, tasks=args.task)
-        except (FileNotFoundError, ValueError, KeyError) as e:
+            data = read_notebook(nbp)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+            status = 2
+            continue
+        read.append((Path(nbp), data))
+    for path, data in read:
+        try:
+            rep = _grade_in_worker(path, data, args)
+        except (ValueError, KeyError, RuntimeError) as e:
             print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
             status = 2
             continue
@@ -233,6 +287,14 @@ def main(argv=None) -> int:
         if not args.json:
             print(format_report(rep, verbose=not args.quiet))
             print()
+    for path, data in read:  # say so when a file changed while we graded (we graded what we read first)
+        try:
+            changed = hashlib.sha256(read_notebook(path)).digest() != hashlib.sha256(data).digest()
+        except (FileNotFoundError, ValueError):
+            changed = True
+        if changed:
+            print(f"note: {path} changed on disk while grading; its grade is of the file as it was read at the "
+                  "start", file=sys.stderr)
     if args.json:
         print(json.dumps(reports, indent=1))
     elif len(reports) > 1:

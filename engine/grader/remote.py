@@ -60,9 +60,8 @@ class RemoteFunction:
     def __repr__(self):
         return f"<function {self.name} in the notebook>"
 
-    def __call__(self, *args, **kwargs):  # a check that calls it without runner.call: the default deadline
-        from .runner import DEFAULT_TIMEOUT
-        return self.invoke(args, kwargs, DEFAULT_TIMEOUT)
+    def __call__(self, *args, **kwargs):  # a check that calls it without runner.call: the session's deadline
+        return self.invoke(args, kwargs, getattr(self.session, "call_timeout", 10.0))
 
     def invoke(self, args, kwargs, timeout: float):
         """Run the learner's function on ``args``/``kwargs``; mutate them as the learner's code did; return its result."""
