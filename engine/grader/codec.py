@@ -80,9 +80,8 @@ class _Encoder:
         if isinstance(x, np.generic) and x.dtype.kind in _KINDS:
             return {"t": "scalar", "i": self.array(np.asarray(x))}
         if isinstance(x, np.ndarray):
-            if x.dtype.kind not in _KINDS:
-                return {"t": "list", "v": [self.enc(v, depth + 1) for v in x.tolist()]} if x.ndim else \
-                    self.enc(x.item(), depth + 1)
+            if x.dtype.kind not in _KINDS:  # an object array stays "not an array of numbers", as it is locally
+                return {"t": "opaque", "type": "ndarray", "v": f"array of shape {x.shape} and dtype {x.dtype}"}
             node = {"t": "nd", "i": self.array(x)}
             rec = getattr(x, "__dict__", {}).get("record") if type(x) is not np.ndarray else None
             if isinstance(rec, list):
