@@ -8,10 +8,9 @@ from __future__ import annotations
 _LAYERS = ("engine.layers:*", "engine.attention:*", "engine.decoder:*")  # "no engine.layers in your answers"
 _MASKS = ("engine.attention:attention_mask", "engine.attention:keep", "engine.attention:sparse_index")
 
-ALWAYS = ("engine.grader.checks._util:*", "engine.grader.checks.ch02_training:*",
-          "engine.grader.checks.ch03_tokens:*", "engine.grader.checks.ch04_parameters:*",
-          "engine.grader.checks.ch05_layers:*", "engine.grader.checks.ch06_sparse_attention:*",
-          "engine.grader.checks.ch07_generation:*", "engine.grader.checks.ch08_finetuning:*")
+from .checks import MODULES as _CHECKS
+
+ALWAYS = ("engine.grader.checks._util:*",) + tuple(f"engine.grader.checks.{m}:*" for m in _CHECKS)
 
 REBUILDS: dict[str, tuple] = {
     "make_windows": ("engine.data:sliding_windows", "engine.data:examples_from_ids"),
