@@ -81,7 +81,7 @@ def test_infinite_loop_times_out(monkeypatch):
     t0 = time.monotonic()
     msgs = messages("gelu", {"gelu": forever})
     assert time.monotonic() - t0 < 10
-    assert len(msgs) == 2 and all("did not finish within 0.3 s" in m for m in msgs)
+    assert len(msgs) == 2 and all("`gelu` did not return within 0.3 s" in m for m in msgs)
 
 
 def test_whole_part_time_limit(monkeypatch):
@@ -93,7 +93,7 @@ def test_whole_part_time_limit(monkeypatch):
         time.sleep(0.2)
         return gelu_forward(x)[0]
     res = check("gelu", {"gelu": slow})
-    assert not res[0].passed and ("0.5 s" in res[0].message or "did not finish" in res[0].message)
+    assert not res[0].passed and ("0.5 s" in res[0].message or "did not return" in res[0].message)
 
 
 def test_printing_is_swallowed(capsys):
@@ -184,35 +184,13 @@ def test_grading_a_notebook_survives_errors_hangs_and_output(tmp_path, monkeypat
     for r in rep["results"]:
         by.setdefault(r["task"], []).append(r)
     assert all(r["earned"] == r["points"] for r in by["gelu"])
-    assert all(r["earned"] == 0 and "did not finish within 1 s" in r["message"] for r in by["layernorm"])
+    assert all(r["earned"] == 0 and "`layernorm` did not return within 1 s" in r["message"] for r in by["layernorm"])
     assert "`softmax` is not defined" in by["softmax"][0]["message"]
     assert any("ZeroDivisionError" in e for e in rep["cell_errors"])
-    assert len(rep["cell_errors"]) == 2  # the error and the interrupted loop
+    assert len(rep["cell_errors"]) == 2  # the error and the stopped loop
+    assert "cell 3: did not finish within 3 s" in rep["cell_errors"][1]
     text = format_report(rep)
     assert "gelu" in text and "total" in text and "2/" in text
-
-
-@pytest.mark.slow
-def test_a_kernel_that_ignores_interrupts_does_not_hang_the_grader(tmp_path):
-    path = tmp_path / "stuck.ipynb"
-    _notebook(path, ["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)",
-                     "while True:\n    pass"])
-    t0 = time.monotonic()
-    rep = grade_notebook(path, cell_timeout=2, grade_timeout=3, tasks=["gelu"])
-    assert time.monotonic() - t0 < 120
-    assert rep["score"] == 0
-    msg = rep["results"][0]["message"]
-    assert "could not grade" in msg or "`gelu` is not defined" in msg
-
-
-@pytest.mark.slow
-def test_a_notebook_that_kills_its_kernel_scores_zero_with_a_reason(tmp_path):
-    path = tmp_path / "dies.ipynb"
-    _notebook(path, ["import os", "os._exit(1)", "def gelu(x):\n    return x"])
-    rep = grade_notebook(path, cell_timeout=20, tasks=["gelu"])
-    assert rep["score"] == 0 and len(rep["results"]) == len(get_task("gelu").parts)
-    assert all(r["message"].startswith("could not grade") for r in rep["results"])
-    assert rep["cell_errors"]
 
 
 @pytest.mark.slow
@@ -269,3 +247,52 @@ def test_a_renamed_copy_of_a_learner_notebook_grades_without_errors(tmp_path):
                       for c in rep["executed"].cells if c.cell_type == "code" for o in c.outputs)
     assert "make_windows results: 0/" in shown and "total: 0/" in shown
     assert "FileNotFoundError" not in shown and "check_part" not in shown
+
+
+@pytest.mark.slow
+def test_the_kernel_boundary_keeps_what_the_checks_see(tmp_path):
+    # in-place changes, exception types, exits, odd results and the KV-cache count cross as data
+    path = tmp_path / "boundary.ipynb"
+    _notebook(path, [
+        "import numpy as np, sys",
+        "def layernorm(x, g, b, eps=1e-5):\n    x -= x.mean(-1, keepdims=True)\n"
+        "    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g + b",
+        "def gelu(x):\n    raise KeyError('oops')",
+        "def softmax(logits, temperature=1.0):\n    sys.exit(3)",
+        "def top_k_probs(logits, k):\n    return (i for i in range(3))",
+        "def greedy_generate(model, prompt, n_new):\n    ids = list(prompt)\n    for _ in range(n_new):\n"
+        "        ids.append(int(np.argmax(model.forward(np.array([ids]))[0, -1])))\n    return ids",
+    ])
+    rep = grade_notebook(path, cell_timeout=20, call_timeout=5,
+                         tasks=["layernorm", "gelu", "softmax", "top_k", "greedy_generate"])
+    by = {}
+    for r in rep["results"]:
+        by.setdefault(r["task"], []).append(r)
+    assert all("changed its input `x` in place" in r["message"] for r in by["layernorm"])
+    assert all("raised KeyError: 'oops'" in r["message"] for r in by["gelu"])
+    assert all("called exit (3)" in r["message"] for r in by["softmax"])
+    assert all(r["earned"] == 0 and "generator" in r["message"] for r in by["top_k"])
+    greedy = {r["part"]: r for r in by["greedy_generate"]}
+    assert greedy["matches the engine's greedy output"]["earned"] == 2  # right tokens, without a cache
+    assert "positions through the model" in greedy["uses the cache: one new position per step"]["message"]
+
+
+def test_codec_round_trips_data_and_refuses_anything_else():
+    from engine.grader import codec
+    from engine.grader.checks._util import tiny_model
+
+    model = tiny_model(3)
+    obj = {"a": [1, 2.5, None, True, "s", b"\x00", ..., (3, 4)], 7: np.arange(6).reshape(2, 3),
+           "big": 2 ** 80, "nan": float("nan"), "f32": np.float32(1.5), "u": np.array(["x", "yz"]),
+           "model": model, "cfg": model.cfg}
+    back = codec.decode(codec.encode(obj)[0])
+    assert back["a"] == [1, 2.5, None, True, "s", b"\x00", ..., (3, 4)] and back["big"] == 2 ** 80
+    assert np.array_equal(back[7], obj[7]) and back[7].dtype == obj[7].dtype and np.isnan(back["nan"])
+    assert back["f32"] == 1.5 and back["f32"].dtype == np.float32 and list(back["u"]) == ["x", "yz"]
+    assert back["cfg"] == model.cfg and runner.same(back["model"].params, model.params)
+    odd = codec.decode(codec.encode([object(), np.array([object()], dtype=object)])[0])
+    assert isinstance(odd[0], codec.Opaque) and isinstance(odd[1], codec.Opaque)
+    data = codec.encode(np.arange(4))[0]
+    for bad in (b"", data[:12], data.replace(b"<i8", b"|O8"), data[:-8], b"\xff" * 40):
+        with pytest.raises(codec.CodecError):
+            codec.decode(bad)

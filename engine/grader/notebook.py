@@ -1,13 +1,18 @@
-"""Grade a whole notebook from the shell: execute a copy, then run every task's checks in its kernel.
+"""Grade a whole notebook from the shell: learner code in a kernel of its own, checks and score here.
 
-The learner's file is only read: we execute an in-memory copy in a temporary folder
-(cells that only call ``grader.check`` are skipped, since we check everything at the
-end anyway). A cell that raises is recorded and execution goes on; a cell that runs
-too long is interrupted. Then one extra cell grades the notebook's namespace.
+The learner's file is read once and never written; its cells run in a fresh kernel in a private
+temporary folder (``kernel``: deadlines, memory and output caps, an unprivileged user when we are
+root). Cells that only call ``grader.check`` are skipped (we check everything at the end). A cell
+that raises is recorded and execution goes on; one that hangs or kills its kernel is recorded and
+the rest run in a fresh kernel. Then every task's checks run in *this* process, calling the
+learner's functions in the kernel with data in and data out (``remote``, ``codec``); the results
+are checked against the registered tasks and points. ``main`` grades each notebook in a worker
+process of its own, after reading every file.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,9 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .core import REGISTRY, chapter_tasks, get_task
+from . import runner
+from .core import REGISTRY, chapter_tasks, check, get_task
+from .kernel import KernelSession, unprivileged_user
+from .remote import RemoteFunction, Unavailable
 
-MARKER = "@@ENGINE_GRADER_RESULTS@@"
 _CHECK_CELL = re.compile(r"^\s*(grader\.check(_all)?\([^)]*\)\s*)+$")
 
 
@@ -36,82 +43,141 @@ def notebook_tasks(nb, path: Path) -> list[str]:
     return chapter_tasks(stem)
 
 
-def _cell_errors(nb) -> list[str]:
-    out = []
-    for i, cell in enumerate(nb.cells):
-        for o in cell.get("outputs", []):
-            if o.get("output_type") == "error":
-                out.append(f"cell {i + 1}: {o.get('ename')}: {o.get('evalue')}".strip())
-    return out
+MAX_NOTEBOOK_BYTES = 64 * 2 ** 20
 
 
-def grade_notebook(path, cell_timeout: float = 120, tasks=None, kernel_name: str | None = None,
-                   run_check_cells: bool = False, return_notebook: bool = False,
-                   grade_timeout: float | None = None) -> dict:
-    """Execute a copy of notebook ``path`` and grade it.
-
-    Returns {"notebook", "results": [part dicts], "score", "total", "cell_errors": [..]}, plus
-    "executed" (the executed copy) with ``return_notebook``. ``run_check_cells`` keeps the
-    notebook's own ``grader.check`` cells (skipped by default: everything is checked at the end).
-    Raises FileNotFoundError / ValueError for a missing or unreadable notebook.
-    """
-    import nbformat
-    from nbclient import NotebookClient
+def read_notebook(path) -> bytes:
+    """The notebook file's bytes, read once (opened read-only; a FIFO or a device is refused)."""
+    import stat
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no notebook at {path}")
     try:
-        nb = nbformat.read(str(path), as_version=4)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no notebook at {path}") from None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise FileNotFoundError(f"no notebook at {path} (a folder)")
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_NOTEBOOK_BYTES:
+            raise ValueError(f"{path} is not a notebook file (not a regular file of at most 64 MB)")
+        return f.read(MAX_NOTEBOOK_BYTES + 1)
+
+
+def _zero(names, why):
+    return [{"task": n, "part": p.title, "points": p.points, "earned": 0.0, "message": f"could not grade: {why}"}
+            for n in names for p in get_task(n).parts]
+
+
+def _grade_in(session, names) -> list[dict]:
+    """Run every task's checks here, calling the learner's functions in ``session``'s kernel."""
+    import dataclasses
+
+    needs = list(dict.fromkeys(n for t in names for n in get_task(t).needs))
+    try:
+        found = session.manifest(needs)
+    except (Unavailable, Exception) as e:  # noqa: B014 (Unavailable is a BaseException)
+        return _zero(names, f"the notebook's names could not be read from its kernel ({e})")
+    results = []
+    for name in names:
+        env = {}
+        for n in get_task(name).needs:
+            m = found.get(n) if isinstance(found, dict) else None
+            state = m.get("state") if isinstance(m, dict) else "missing"
+            if state == "function":
+                env[n] = RemoteFunction(session, n, name, stub=m.get("stub") is True)
+            elif state == "value":
+                env[n] = m.get("value")
+        results += [dataclasses.asdict(r) for r in check(name, env)]
+    return results
+
+
+def validate(results: list[dict], names) -> list[dict]:
+    """The results, once checked against the registry: its tasks, its parts, its points, 0 or all of them."""
+    want = [(n, p.title, float(p.points)) for n in names for p in get_task(n).parts]
+    got = [(r["task"], r["part"], float(r["points"])) for r in results]
+    if got != want or any(r["earned"] not in (0, r["points"]) for r in results):
+        raise RuntimeError("the grader's results do not match its tasks (a bug in the grader)")
+    return results
+
+
+def grade_notebook(path, cell_timeout: float = 120, tasks=None, run_check_cells: bool = False,
+                   return_notebook: bool = False, call_timeout: float | None = None, memory_mb: int | None = None,
+                   output_mb: float = 2, data: bytes | None = None) -> dict:
+    """Run notebook ``path`` in a kernel of its own and grade it from this process.
+
+    Returns {"notebook", "results": [part dicts], "score", "total", "cell_errors": [..], "isolation"},
+    plus "executed" (the executed copy) with ``return_notebook``. The file is read once (or ``data``
+    is used) and never written. ``run_check_cells`` keeps the notebook's own ``grader.check`` cells
+    (skipped by default: everything is checked at the end). ``call_timeout`` (default
+    ENGINE_GRADER_TIMEOUT or 10 s) bounds each call of a learner function, ``cell_timeout`` each
+    cell, ``memory_mb`` (default ENGINE_GRADER_MEMORY_MB or 4096) the kernel's address space,
+    ``output_mb`` what one cell may print. Raises FileNotFoundError / ValueError for a missing or
+    unreadable notebook.
+    """
+    import nbformat
+
+    path = Path(path)
+    data = read_notebook(path) if data is None else data
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable notebook: {e}") from None
+        raise ValueError(f"{path} is not a readable notebook: {str(e)[:300]}") from None
     names = list(tasks) if tasks else notebook_tasks(nb, path)
-    if not run_check_cells:
-        nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and _CHECK_CELL.match(c.source or ""))]
-    code = ("import builtins as _b, json as _j, engine.grader as _g\n"  # immune to a learner's `print = ...`
-            f"_b.print({MARKER!r} + _j.dumps(_g.grade_env(globals(), {names!r})))")
-    nb.cells.append(nbformat.v4.new_code_cell(code))
-    grade_index = len(nb.cells) - 1
-    # every part has its own time limits; this only stops a kernel that no longer answers
-    if grade_timeout is None:
-        grade_timeout = 60 + 60 * sum(len(get_task(n).parts) for n in names)
-    tmp = Path(tempfile.mkdtemp(prefix="engine-grader-"))
+    for n in names:
+        get_task(n)
+    call_timeout = float(os.environ.get("ENGINE_GRADER_TIMEOUT", runner.DEFAULT_TIMEOUT)) if call_timeout is None \
+        else call_timeout
+    memory_mb = int(os.environ.get("ENGINE_GRADER_MEMORY_MB", 4096)) if memory_mb is None else memory_mb
+    user, isolation = unprivileged_user()
+    folder = Path(tempfile.mkdtemp(prefix="engine-grader-"))
+    session, errors = None, []
+    old_timeout, runner.DEFAULT_TIMEOUT = runner.DEFAULT_TIMEOUT, call_timeout
     try:
-        nbformat.write(nb, str(tmp / path.name))  # some notebooks (otter's) look for their own file
-        client = NotebookClient(
-            nb, timeout=cell_timeout, kernel_name=kernel_name or "python3", allow_errors=True,
-            interrupt_on_timeout=True, resources={"metadata": {"path": str(tmp)}},
-            # a kernel stuck in C code ignores the interrupt: give up on the cell instead of waiting forever
-            error_on_timeout={"ename": "TimeoutError", "evalue": "the cell ran too long and was interrupted",
-                              "traceback": []},
-            timeout_func=lambda cell: grade_timeout if cell is nb.cells[grade_index] else cell_timeout)
+        fd = os.open(folder / path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:  # the private copy, for notebooks that look for their own file
+            f.write(data)
+        session = KernelSession(folder, memory_mb=memory_mb, output_mb=output_mb, user=user)
         try:
-            client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines, not the learner's output
-        except Exception as e:  # the kernel died (e.g. os._exit in a cell) or never started
-            died = f"the notebook's kernel stopped ({type(e).__name__}: {str(e).strip()[:200]})"
+            session.start()
+        except Unavailable as e:
+            results = _zero(names, str(e))
         else:
-            died = None
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type != "code" or not cell.source.strip() or \
+                        (not run_check_cells and _CHECK_CELL.match(cell.source)):
+                    continue
+                r = session.run_cell(i, cell.source, cell_timeout)
+                cell.outputs = [nbformat.from_dict(o) for o in r["outputs"]]
+                errors += _cell_message(i, r, cell_timeout, session)
+            results = _grade_in(session, names)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    results = None
-    text = "".join(o.get("text", "") for o in nb.cells[grade_index].get("outputs", []) if o.get("output_type") == "stream")
-    if MARKER in text:
-        results = json.loads(text.split(MARKER, 1)[1].strip().splitlines()[0])
-    errors = _cell_errors(nb)
-    if died:
-        errors.append(died)
-    own = [e for e in errors if e.startswith(f"cell {grade_index + 1}:")]
-    errors = [e for e in errors if e not in own]
-    if results is None:  # the kernel died or the grading cell failed: every part scores 0
-        why = (own or errors or ["the notebook's kernel stopped before grading"])[-1]
-        results = [{"task": n, "part": p.title, "points": p.points, "earned": 0.0,
-                    "message": f"could not grade: {why}"} for n in names for p in get_task(n).parts]
+        runner.DEFAULT_TIMEOUT = old_timeout
+        if session is not None:
+            session.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    results = validate(results, names)
     rep = {"notebook": str(path), "results": results, "score": sum(r["earned"] for r in results),
-           "total": sum(r["points"] for r in results), "cell_errors": errors}
+           "total": sum(r["points"] for r in results), "cell_errors": errors, "isolation": isolation}
     if return_notebook:
-        nb.cells = nb.cells[:grade_index]
         rep["executed"] = nb
     return rep
+
+
+def _cell_message(i, r, timeout, session) -> list[str]:
+    fresh = "; the cells after it ran in a fresh kernel" if not session.broken else f"; {session.broken}"
+    if r["status"] == "error":
+        return [f"cell {i + 1}: {r['error'][0]}: {r['error'][1]}".strip()]
+    if r["status"] == "timeout":
+        return [f"cell {i + 1}: did not finish within {timeout:g} s and was stopped{fresh}"]
+    if r["status"] == "died":
+        return [f"cell {i + 1}: stopped the Python kernel (os._exit, a crash, or more than "
+                f"{session.memory_mb} MB of memory){fresh}"]
+    if r["status"] == "flood":
+        return [f"cell {i + 1}: printed more than {session.output_limit / 2 ** 20:g} MB and was stopped{fresh}"]
+    return []
 
 
 def format_report(rep: dict, verbose: bool = True) -> str:
@@ -144,26 +210,76 @@ def format_report(rep: dict, verbose: bool = True) -> str:
             rows.append("")
             rows.append("  cells that raised an error while the notebook ran:")
             rows.extend(f"  - {e}" for e in rep["cell_errors"])
+        if "runs as root" in rep.get("isolation", ""):
+            rows += ["", f"  note: {rep['isolation']}"]
     return "\n".join(rows)
+
+
+def _worker(args) -> int:
+    """One notebook, its bytes on stdin: grade it, print the report as JSON (``main`` runs one per notebook)."""
+    data = sys.stdin.buffer.read(MAX_NOTEBOOK_BYTES + 1)
+    try:
+        rep = grade_notebook(Path(args.worker), cell_timeout=args.cell_timeout, tasks=args.task, data=data)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(json.dumps({"error": str(e.args[0] if e.args else e)}))
+        return 0
+    print(json.dumps(rep))
+    return 0
+
+
+def _grade_in_worker(path: Path, data: bytes, args) -> dict:
+    """Grade in a process of its own whose command line and folder name only this notebook's private copy."""
+    cmd = [sys.executable, "-m", "engine.grader", "--worker", path.name, "--cell-timeout", str(args.cell_timeout)]
+    for t in args.task or []:
+        cmd += ["--task", t]
+    folder = tempfile.mkdtemp(prefix="engine-grader-")
+    try:
+        r = subprocess.run(cmd, input=data, capture_output=True, cwd=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        rep = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    except Exception:
+        tail = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {r.returncode}"]
+        raise RuntimeError(f"the grader's worker for {path} failed: {tail[0][:300]}") from None
+    if "error" in rep:
+        raise ValueError(rep["error"].replace(path.name, str(path), 1))
+    rep["notebook"] = str(path)
+    validate(rep["results"], list(dict.fromkeys(r["task"] for r in rep["results"])))
+    return rep
 
 
 def main(argv=None) -> int:
     import argparse
+    import hashlib
 
     ap = argparse.ArgumentParser(prog="python -m engine.grader",
-                                 description="Grade exercise notebooks: execute a copy of each (the file is not "
-                                             "changed) and print a per-task table, the total and feedback.")
-    ap.add_argument("notebooks", nargs="+", help="exercise notebooks, e.g. exercises/05_layers.ipynb")
+                                 description="Grade exercise notebooks: run each in a kernel of its own (the file is "
+                                             "only read) and print a per-task table, the total and feedback.")
+    ap.add_argument("notebooks", nargs="*", help="exercise notebooks, e.g. exercises/05_layers.ipynb")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ap.add_argument("--quiet", action="store_true", help="only the table, no feedback")
-    ap.add_argument("--cell-timeout", type=float, default=120, help="seconds before a cell is interrupted (120)")
+    ap.add_argument("--cell-timeout", type=float, default=120, help="seconds before a cell is stopped (120)")
     ap.add_argument("--task", action="append", help="grade only this task (repeatable)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    reports, status = [], 0
-    for nbp in args.notebooks:
+    if args.worker:
+        return _worker(args)
+    if not args.notebooks:
+        ap.error("give at least one notebook")
+    reports, status, read = [], 0, []
+    for nbp in args.notebooks:  # every file is read before any learner code runs: a later change cannot matter
         try:
-            rep = grade_notebook(nbp, cell_timeout=args.cell_timeout, tasks=args.task)
-        except (FileNotFoundError, ValueError, KeyError) as e:
+            data = read_notebook(nbp)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+            status = 2
+            continue
+        read.append((Path(nbp), data))
+    for path, data in read:
+        try:
+            rep = _grade_in_worker(path, data, args)
+        except (ValueError, KeyError, RuntimeError) as e:
             print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
             status = 2
             continue
@@ -171,6 +287,14 @@ def main(argv=None) -> int:
         if not args.json:
             print(format_report(rep, verbose=not args.quiet))
             print()
+    for path, data in read:  # say so when a file changed while we graded (we graded what we read first)
+        try:
+            changed = hashlib.sha256(read_notebook(path)).digest() != hashlib.sha256(data).digest()
+        except (FileNotFoundError, ValueError):
+            changed = True
+        if changed:
+            print(f"note: {path} changed on disk while grading; its grade is of the file as it was read at the "
+                  "start", file=sys.stderr)
     if args.json:
         print(json.dumps(reports, indent=1))
     elif len(reports) > 1:

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from ..params import tree_map
+from .remote import CallTimedOut, EngineCallRefused, KernelDied, RemoteFunction, Unavailable
 
 # seconds per call of a learner's function (ENGINE_GRADER_TIMEOUT overrides it, e.g. on a slow machine)
 DEFAULT_TIMEOUT = float(os.environ.get("ENGINE_GRADER_TIMEOUT", "10"))
@@ -126,10 +127,13 @@ def call(fn, *args, name: str = "your function", arg_names=None, timeout: float 
 
     The function gets copies of the inputs (so our references stay intact); unless
     ``may_mutate``, changing an input in place is reported. Anything it prints is swallowed.
+    ``fn`` is a local function (the notebook's own ``grader.check``) or a ``RemoteFunction``
+    (the shell grader: it runs in the learner's kernel, under a deadline kept from outside).
     """
     timeout = DEFAULT_TIMEOUT if timeout is None else min(timeout, 6 * DEFAULT_TIMEOUT)
     if fn is None or not callable(fn):
         raise Fail(f"`{name}` is not a function (got {describe(fn)}): run the cell that defines it")
+    remote = isinstance(fn, RemoteFunction)
     arg_names = list(arg_names or [f"argument {i + 1}" for i in range(len(args))])
     given = (clone(args), clone(kwargs)) if not may_mutate else (args, kwargs)
     keep = (clone(args), clone(kwargs)) if not may_mutate else None
@@ -138,12 +142,21 @@ def call(fn, *args, name: str = "your function", arg_names=None, timeout: float 
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings(), \
-                np.errstate(all="ignore"), time_limit(timeout):
+                np.errstate(all="ignore"), (contextlib.nullcontext() if remote else time_limit(timeout)):
             warnings.simplefilter("ignore")  # overflow warnings etc. become feedback, not noise
-            out = fn(*given[0], **given[1])
-    except _TimeUp:
-        raise Fail(f"{name}({inputs}) did not finish within {timeout:g} s: is there a loop that never "
+            out = fn.invoke(given[0], given[1], timeout) if remote else fn(*given[0], **given[1])
+    except (_TimeUp, CallTimedOut):
+        raise Fail(f"`{name}` did not return within {timeout:g} s ({name}({inputs})): is there a loop that never "
                    "ends (a while loop whose condition never changes)?") from None
+    except KernelDied as e:
+        raise Fail(f"`{name}` stopped the Python kernel ({name}({inputs})): {e.why} (os._exit, a crash, or more "
+                   "memory than the grader allows); the other tasks were graded in a fresh kernel") from None
+    except EngineCallRefused as e:
+        used = ", ".join(f"`{c.replace(':', '.')}`" for c in e.calls[:2])
+        raise Fail(f"`{name}` calls {used} from the engine, the function this task asks you to write yourself: "
+                   "the answer is refused. Write it with NumPy (your own earlier functions are fine)") from None
+    except Unavailable as e:
+        raise Fail(f"could not grade: {e}") from None
     except RecursionError:
         raise Fail(f"{name}({inputs}) recursed without end (RecursionError)") from None
     except Fail:
