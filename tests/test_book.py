@@ -181,6 +181,16 @@ def test_widget_javascript_is_self_hosted(site):
     assert "https://" not in (SITE / "_static" / "wm" / "setup.js").read_text()
 
 
+@pytest.mark.browser
+def test_what_the_page_runs_stays_small(site):
+    # the models the widgets run in the page (float16 weights) and the ranks files: the README's figures
+    course = SITE / "_static" / "course"
+    models = list(course.glob("models/*/model.onnx"))
+    assert models, "no model published for the page"
+    assert all(m.stat().st_size < 8e6 for m in models), [(m.parent.name, m.stat().st_size) for m in models]
+    assert sum(f.stat().st_size for f in course.rglob("*") if f.is_file()) < 20e6
+
+
 # ---------------------------------------------------------------------- one widget live, through Voila
 def _free_port():
     with socket.socket() as s:
