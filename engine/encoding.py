@@ -82,20 +82,22 @@ def encode(enc: tiktoken.Encoding, text: str, allowed_special=frozenset(), disal
     return ids
 
 
-def _last_cut(buf: str, lo: int, hi: int, specials) -> int:
-    """The largest cut point p with lo <= p <= hi that lies inside no occurrence of a special token
-    (an occurrence could still grow past ``hi``: the caller keeps the longest special's length back)."""
+def _last_cut(buf: str, hi: int, specials, allowed: frozenset) -> int:
+    """The largest cut point 0 < p <= hi of ``buf`` (which starts at one): the end of an allowed special
+    token as ``encode`` matches it, or a non-space character followed by whitespace, and in either case
+    inside no occurrence of any special token (the caller keeps the longest one's length back from the
+    end, so every occurrence that could reach back to ``hi`` is already in ``buf``)."""
     inside = []
-    for s in specials:  # any occurrence, overlapping ones included: never cut through one
-        i = buf.find(s, max(0, lo - len(s)))
+    for s in specials:  # every occurrence, overlapping ones too: never cut through one
+        i = buf.find(s)
         while 0 <= i < hi:
             inside.append((i, i + len(s)))
             i = buf.find(s, i + 1)
-    ends = {b for _, b in inside} | {a for a, _ in inside}
-    cands = sorted({m.start() for m in _CUT.finditer(buf, lo, hi + 1)} | {p for p in ends if lo <= p <= hi},
-                   reverse=True)
-    for p in cands:
-        if p > 0 and not any(a < p < b for a, b in inside):
+    cands = {m.start() for m in _CUT.finditer(buf, 0, hi + 1)}
+    if allowed:
+        cands |= {m.end() for m in _special_regex(allowed).finditer(buf, 0, hi)}
+    for p in sorted((p for p in cands if 0 < p <= hi), reverse=True):
+        if not any(a < p < b for a, b in inside):
             return p
     return 0
 
@@ -107,19 +109,18 @@ def encode_iterable(enc: tiktoken.Encoding, chunks: Iterable[str], allowed_speci
     if enc._pat_str != R50K_PAT_STR:
         raise ValueError("encode_iterable knows where tokens can be cut only for GPT-2's split pattern; "
                          f"this encoding uses {enc._pat_str!r}")
+    allowed, _ = _resolve(enc, allowed_special, disallowed_special)
     specials = sorted(enc.special_tokens_set)
     keep = max(map(len, specials), default=0) + 1  # a special token could still be completing in the tail
-    buf, searched = "", 0
+    buf = ""
     for chunk in chunks:
         if not isinstance(chunk, str):
             raise TypeError(f"encode_iterable reads str chunks, got {type(chunk).__name__}")
         buf += chunk
-        hi = len(buf) - keep
-        p = _last_cut(buf, searched, hi, specials) if hi > searched else 0
-        searched = max(searched, hi)
+        p = _last_cut(buf, len(buf) - keep, specials, allowed)
         if p:
             yield from encode(enc, buf[:p], allowed_special, disallowed_special)
-            buf, searched = buf[p:], max(0, searched - p)
+            buf = buf[p:]
     yield from encode(enc, buf, allowed_special, disallowed_special)
 
 
