@@ -17,6 +17,7 @@ Memory is bounded by the longest stretch without one (plus the chunk being read)
 from __future__ import annotations
 
 import functools
+import heapq
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -26,7 +27,7 @@ import tiktoken
 # GPT-2's split pattern (tiktoken's faster equivalent of the regex in GPT-2's encoder.py).
 R50K_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 # A cut point for that pattern: a non-space character, then whitespace (zero width, between the two).
-_CUT = regex.compile(r"(?<=\S)(?=\s)")
+_CUT_BACKWARDS = regex.compile(r"(?r)(?<=\S)(?=\s)")
 
 
 @functools.lru_cache(maxsize=256)
@@ -87,17 +88,18 @@ def _last_cut(buf: str, hi: int, specials, allowed: frozenset) -> int:
     token as ``encode`` matches it, or a non-space character followed by whitespace, and in either case
     inside no occurrence of any special token (the caller keeps the longest one's length back from the
     end, so every occurrence that could reach back to ``hi`` is already in ``buf``)."""
+    if hi <= 0:
+        return 0
     inside = []
     for s in specials:  # every occurrence, overlapping ones too: never cut through one
         i = buf.find(s)
         while 0 <= i < hi:
             inside.append((i, i + len(s)))
             i = buf.find(s, i + 1)
-    cands = {m.start() for m in _CUT.finditer(buf, 0, hi + 1)}
-    if allowed:
-        cands |= {m.end() for m in _special_regex(allowed).finditer(buf, 0, hi)}
-    for p in sorted((p for p in cands if 0 < p <= hi), reverse=True):
-        if not any(a < p < b for a, b in inside):
+    ends = [m.end() for m in _special_regex(allowed).finditer(buf)] if allowed and inside else []
+    spaces = (m.start() for m in _CUT_BACKWARDS.finditer(buf, 0, hi + 1))  # from the end backwards
+    for p in heapq.merge(spaces, reversed([e for e in ends if e <= hi]), reverse=True):
+        if p > 0 and not any(a < p < b for a, b in inside):
             return p
     return 0
 
