@@ -19,6 +19,7 @@ every id; ``write_vocab_merges`` / ``read_vocab_merges`` store that as GPT-2's `
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import hashlib
 import json
@@ -105,26 +106,26 @@ def make_encoding(ranks: dict, special_tokens: dict, pat_str: str = R50K_PAT_STR
     are 0 .. n-1, each used once, and that every single byte has one (so any text can be encoded)."""
     if not isinstance(special_tokens, dict):
         raise TypeError(f"special_tokens must be a dict {{token: id}}, got {type(special_tokens).__name__}")
-    ids = sorted(list(ranks.values()) + list(special_tokens.values()))
-    if ids != list(range(len(ids))):
-        seen, dup = set(), None
-        for i in ids:
-            dup = i if i in seen and dup is None else dup
-            seen.add(i)
-        why = f"id {dup} is used twice" if dup is not None else "there are gaps"
-        raise ValueError(f"{where}: the ids of the tokens and special tokens must be 0 .. {len(ids) - 1}, each once; "
-                         f"{why}")
+    used = collections.Counter(list(ranks.values()) + list(special_tokens.values()))
+    n = sum(used.values())
+    twice = sorted(i for i, c in used.items() if c > 1)
+    unused = sorted(set(range(n)) - set(used))
+    if twice or unused:
+        why = f"id {twice[0]} is used twice" if twice else f"id {unused[0]} is unused (there are gaps)"
+        raise ValueError(f"{where}: the ids of the tokens and special tokens must be 0 .. {n - 1}, each once; {why}")
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
         raise ValueError(f"{where}: {len(missing)} single bytes have no id (the first: {missing[0]}); a byte-level "
                          "BPE needs all 256")
     return Encoding(name=name, pat_str=pat_str, mergeable_ranks=dict(ranks), special_tokens=dict(special_tokens),
-                    explicit_n_vocab=len(ids))
+                    explicit_n_vocab=n)
 
 
 def save_encoding(enc: tiktoken.Encoding, path) -> Path:
     """Write ``enc`` as ``path`` (ranks, tiktoken's format) and its header ``path.json`` (pattern, special
-    tokens, size). ``path`` may be a folder: then its ``tokenizer.tiktoken``. Returns the ranks file."""
+    tokens, size). ``path`` may be a folder (or a name without a suffix): then its ``tokenizer.tiktoken``.
+    Keep the two files together: a ranks file without its header is read as an older course file.
+    Returns the ranks file."""
     path = _tiktoken_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{base64.b64encode(t).decode()} {r}" for t, r in sorted(enc._mergeable_ranks.items(),

@@ -1,10 +1,13 @@
 """GPT-3's tokenizer: the engine's offline r50k_base gives exactly the ids of tiktoken's own
 ``gpt2`` constructor (fed the same two files instead of a download), round-trips any text, and
-refuses a vocabulary file whose hash is wrong."""
+refuses a vocabulary file whose hash is wrong. Then course tokenizers: special tokens matched
+greedily, streaming that gives the ids of the whole text, files that describe themselves, and the
+vocabulary and merges exported and imported with their ids."""
 import json
 import shutil
 
 import pytest
+import regex
 import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,6 +223,17 @@ def test_streaming_equals_whole_text_any_unicode(text, cuts):
     enc = get_encoding()
     assert list(enc.encode_iterable(chunked(text, cuts), disallowed_special=())) == enc.encode(
         text, disallowed_special=())
+
+
+def test_streaming_cuts_only_where_tiktoken_sees_whitespace():
+    """Every character Python calls a space (\x1c-\x1f too, which tiktoken's regex does not), between
+    punctuation and a letter, cut right before it: the ids of the whole."""
+    enc = get_encoding()
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace() or regex.match(r"\s", chr(c))]
+    assert "\x1c" in spaces and "\u3000" in spaces
+    for c in spaces:
+        text = "a." + c + "b" + "x" * 30
+        assert list(enc.encode_iterable([text[:2], text[2:]])) == enc.encode(text), hex(ord(c))
 
 
 def test_streaming_the_course_tokenizer_on_the_course_pages():
