@@ -15,7 +15,8 @@ module             what it holds                               chapter
 ``pretrained``     the shipped Shakespeare model               2 Training
 ``export``         a training run -> the shipped assets        2 Training
 ``model_card``     the shipped model's card                    2 Training
-``tokenizer``      GPT-3's BPE through tiktoken, .tiktoken     3 Tokens
+``tokenizer``      GPT-3's BPE through tiktoken; files         3 Tokens
+``encoding``       special tokens, streaming encoding          3 Tokens
 ``bpe``            training a small byte-level BPE             3 Tokens
 ``config``         GPTConfig, presets, counting                4 Parameters
 ``layers``         LayerNorm, GELU, softmax, attention, block  5 Layers

@@ -4,14 +4,22 @@ Byte-pair encoding (Sennrich et al. 2016; byte-level as in Radford et al. 2019)
 starts from the 256 byte values and repeatedly merges the most frequent
 adjacent pair into a new token. As in GPT-2, text is first cut into chunks by a
 regular expression (words with their leading space, numbers, punctuation runs,
-whitespace) and merges never cross a chunk boundary.
+whitespace) and merges never cross a chunk boundary. Special tokens (``<|endoftext|>``
+between documents, and any others) are harder boundaries still: the text is split on
+them first (``engine.encoding.split_special``), so they never take part in a merge.
+
+Ties: when several pairs are equally frequent, the smaller pair wins, comparing the
+first token's bytes, then the second's (as Hugging Face's trainer does; some others take
+the greater). So training is deterministic and its result does not depend on the order
+of the text's chunks.
 
 Training is fast because every distinct chunk is counted once, and after each
 merge only the pair counts of the chunks that contained the merged pair are
 updated (a heap with lazy deletion finds the next most frequent pair).
 
-The result is a real ``tiktoken.Encoding`` (rank = merge order) saved in
-tiktoken's own file format: one ``base64(token bytes) rank`` line per token.
+The result is a real ``tiktoken.Encoding`` (rank = merge order), saved by
+``engine.tokenizer.save_encoding`` in tiktoken's file format with a header naming its
+split pattern and special tokens.
 """
 from __future__ import annotations
 
@@ -21,24 +29,32 @@ import heapq
 import regex
 import tiktoken
 
-# the .tiktoken files belong to the tokenizer; re-exported here, where chapter 3 and the tests look
-from .tokenizer import ENDOFTEXT, R50K_PAT_STR, load_encoding, save_encoding  # noqa: F401
+from .encoding import split_special
+# the files belong to the tokenizer; re-exported here, where chapter 3 and the tests look
+from .tokenizer import ENDOFTEXT, R50K_PAT_STR, load_encoding, make_encoding, merges, save_encoding  # noqa: F401
 
 
-def _chunk_counts(text: str, pat_str: str) -> collections.Counter:
-    return collections.Counter(m.encode("utf-8") for m in regex.findall(pat_str, text))
+def _chunk_counts(text: str, pat_str: str, special_tokens=()) -> collections.Counter:
+    pat = regex.compile(pat_str)
+    counts: collections.Counter = collections.Counter()
+    for piece, special in split_special(text, special_tokens):
+        if not special:  # a special token is a boundary, never part of a chunk
+            counts.update(m.encode("utf-8") for m in pat.findall(piece))
+    return counts
 
 
-def bpe_merges(text: str, n_merges: int, pat_str: str = R50K_PAT_STR, progress: bool = False):
-    """Learn ``n_merges`` merges from ``text``.
+def bpe_merges(text: str, n_merges: int, pat_str: str = R50K_PAT_STR, progress: bool = False,
+               special_tokens=()):
+    """Learn ``n_merges`` merges from ``text``, split first on ``special_tokens`` (never merged).
 
     Returns the merge sequence as a list of ``(a, b)`` byte strings, in the order
     they were learned: merge k creates token ``a + b`` with rank 256 + k. Ties in
-    frequency are broken by the smaller pair of byte strings, so training is deterministic.
+    frequency are broken toward the smaller pair (first ``a``, then ``b``, as byte
+    strings), so training is deterministic.
     """
     if n_merges < 0:
         raise ValueError(f"n_merges must be >= 0, got {n_merges}")
-    counts = _chunk_counts(text, pat_str)
+    counts = _chunk_counts(text, pat_str, special_tokens)
     if not counts:
         raise ValueError("train_bpe: the text is empty")
     vocab: list[bytes] = [bytes([i]) for i in range(256)]
@@ -114,47 +130,68 @@ def bpe_merges(text: str, n_merges: int, pat_str: str = R50K_PAT_STR, progress: 
     return merges
 
 
-def encoding_from_merges(merges, name: str = "course_bpe", pat_str: str = R50K_PAT_STR) -> tiktoken.Encoding:
-    """A ``tiktoken.Encoding``: ranks 0-255 are the bytes, 256 + k is merge k, then ``<|endoftext|>``."""
-    ranks = {bytes([i]): i for i in range(256)}
+def _special_ids(special_tokens) -> dict | list:
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, str):
+        raise TypeError(f"special_tokens is a list of tokens or a dict {{token: id}}, not the string {special_tokens!r}")
+    out = dict(special_tokens) if isinstance(special_tokens, dict) else list(special_tokens)
+    for s in out:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"a special token must be a non-empty string, got {s!r}")
+    if isinstance(out, dict):
+        return {k: int(v) for k, v in out.items()}
+    if len(set(out)) != len(out):
+        raise ValueError(f"special_tokens {out} name a token twice")
+    return out
+
+
+def encoding_from_merges(merges, name: str = "course_bpe", pat_str: str = R50K_PAT_STR,
+                         special_tokens=(ENDOFTEXT,)):
+    """An ``Encoding`` of the 256 bytes, the merges in order, and the special tokens.
+
+    ``special_tokens``: a list (their ids follow the last merge, in that order), a dict
+    {token: id} (those ids are theirs; the bytes and then the merges take the other ids in
+    increasing order), or empty for none.
+    """
+    specials = _special_ids(special_tokens)
+    tokens = [bytes([i]) for i in range(256)]
+    known = set(tokens)
     for a, b in merges:
-        if a not in ranks or b not in ranks:
+        if a not in known or b not in known:
             raise ValueError(f"merge {(a, b)!r} uses a token that no earlier rank defines")
-        ranks[a + b] = len(ranks)
-    return tiktoken.Encoding(name=name, pat_str=pat_str, mergeable_ranks=ranks,
-                             special_tokens={ENDOFTEXT: len(ranks)}, explicit_n_vocab=len(ranks) + 1)
+        tokens.append(a + b)
+        known.add(a + b)
+    n = len(tokens) + len(specials)
+    if isinstance(specials, list):
+        specials = {s: len(tokens) + k for k, s in enumerate(specials)}
+    bad = [i for i in specials.values() if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"special token id {bad[0]} is outside 0 .. {n - 1} (the vocabulary has {n} ids)")
+    taken = set(specials.values())
+    free = (i for i in range(n) if i not in taken)  # bytes, then merges, in the ids left over
+    return make_encoding({t: next(free) for t in tokens}, specials, pat_str, name, "encoding_from_merges")
 
 
 def train_bpe(text: str, vocab_size: int, name: str = "course_bpe", pat_str: str = R50K_PAT_STR,
-              progress: bool = False) -> tiktoken.Encoding:
-    """Train a byte-level BPE with ``vocab_size`` ids (256 bytes + merges + ``<|endoftext|>``).
+              progress: bool = False, special_tokens=(ENDOFTEXT,)):
+    """Train a byte-level BPE with ``vocab_size`` ids: 256 bytes, the merges, the special tokens.
 
-    Returns a ``tiktoken.Encoding``; ``merges(enc)`` recovers the merge sequence.
+    ``special_tokens`` split the text before anything else, so no merge ever crosses or includes
+    one (the longest wins where they overlap). A list appends them after the merges (the default:
+    ``<|endoftext|>`` as the last id, as in GPT-2); a dict {token: id} gives them those ids (the
+    bytes and merges fill the others in order); an empty list trains a tokenizer without any.
+    Equally frequent pairs are merged smaller pair first (see the module's docstring).
+    Returns an ``engine.encoding.Encoding`` (a ``tiktoken.Encoding``); ``merges(enc)`` recovers the merges.
     """
-    if vocab_size < 257:
-        raise ValueError(f"vocab_size must be at least 257 (256 bytes + <|endoftext|>), got {vocab_size}")
-    merges = bpe_merges(text, vocab_size - 257, pat_str, progress=progress)
-    if len(merges) < vocab_size - 257:
-        raise ValueError(f"the text only supports {len(merges)} merges; ask for vocab_size <= {257 + len(merges)} "
+    specials = _special_ids(special_tokens)
+    least = 256 + len(specials)
+    if vocab_size < least:
+        raise ValueError(f"vocab_size must be at least {least} (256 bytes + {len(specials)} special tokens), "
+                         f"got {vocab_size}")
+    want = vocab_size - least
+    found = bpe_merges(text, want, pat_str, progress=progress, special_tokens=list(specials))
+    if len(found) < want:
+        raise ValueError(f"the text only supports {len(found)} merges; ask for vocab_size <= {least + len(found)} "
                          "or give more text")
-    return encoding_from_merges(merges, name, pat_str)
-
-
-def merges(enc: tiktoken.Encoding) -> list[tuple[bytes, bytes]]:
-    """The merge sequence of an encoding (in rank order): for each multi-byte token, the two
-    lower-ranked tokens it was built from (found as tiktoken itself would split it)."""
-    ranks = enc._mergeable_ranks
-    out = []
-    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(tok) == 1:
-            continue
-        # replay BPE on the token's bytes using only merges learned before it: the last two pieces
-        parts = [bytes([c]) for c in tok]
-        while len(parts) > 2:
-            def r(i):
-                x = ranks.get(parts[i] + parts[i + 1], 1 << 60)
-                return x if x < rank else 1 << 60
-            best = min(range(len(parts) - 1), key=r)
-            parts[best:best + 2] = [parts[best] + parts[best + 1]]
-        out.append((parts[0], parts[1]))
-    return out
+    return encoding_from_merges(found, name, pat_str, specials)

@@ -6,7 +6,8 @@ A checkpoint is a directory:
 * ``optim.safetensors``  AdamW's two moment buffers;
 * ``state.json``         step, optimizer step count, the batch sampler's RNG state, the
                          model config, the training settings and the metrics so far;
-* ``tokenizer.tiktoken`` the tokenizer (tiktoken format), when there is one;
+* ``tokenizer.tiktoken`` the tokenizer (tiktoken format), when there is one, and its header
+                         ``tokenizer.tiktoken.json`` (split pattern, special tokens);
 * ``manifest.json``      the SHA-256 of each file above.
 
 Writes are atomic: the directory is written under a temporary name, flushed to
@@ -32,7 +33,7 @@ from .files import (JSON_LIMIT, atomic_write, fsync, os_error, plain_name, priva
                     remove, remove_leftovers, sha256_file)  # noqa: F401  (sha256_file: re-exported)
 from .tokenizer import load_encoding, save_encoding
 
-FILES = ("model.safetensors", "optim.safetensors", "state.json", "tokenizer.tiktoken")
+FILES = ("model.safetensors", "optim.safetensors", "state.json", "tokenizer.tiktoken", "tokenizer.tiktoken.json")
 
 
 class CheckpointError(RuntimeError):

@@ -194,7 +194,8 @@ def load_corpus(data, download: bool = True, val_fraction: float = 0.1) -> tuple
 
 
 def join_texts(texts: dict[str, str]) -> str:
-    """Documents joined by ``<|endoftext|>``, as GPT-2/3 separate documents."""
+    """Documents joined by ``<|endoftext|>``, as GPT-2/3 separate documents (a special token: BPE
+    training splits the text on it, so no merge crosses from one document into the next)."""
     return ENDOFTEXT.join(texts.values())
 
 

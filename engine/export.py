@@ -236,7 +236,8 @@ def _write_assets(out: Path, model: GPT, enc, metrics: dict) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     plot_curves(metrics["history"], out / "curves.png", f"course-shakespeare: {model.cfg.n_params() / 1e6:.1f}M parameters")
     write_model_card(metrics, out / "MODEL_CARD.md")
-    manifest = {f: sha256_file(out / f) for f in ("model.safetensors", "config.json", "tokenizer.tiktoken")}
+    files = ("model.safetensors", "config.json", "tokenizer.tiktoken", "tokenizer.tiktoken.json")
+    manifest = {f: sha256_file(out / f) for f in files if (out / f).exists()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 

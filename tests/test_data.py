@@ -129,3 +129,24 @@ def test_shakespeare_split_holds_out_whole_plays(shakespeare):
     assert "Enter" in val["hamlet"] and "HAMLET" in val["hamlet"]
     for t in list(train.values()) + list(val.values()):
         assert "Project Gutenberg" not in t[:2000]
+
+
+@pytest.mark.slow
+def test_course_pipeline_keeps_the_shipped_tokenizer_and_ids(shakespeare, tmp_path):
+    """Training the course tokenizer with <|endoftext|> as a special token (rather than a newline, as
+    the shipped one was made) gives the shipped file byte for byte, hence the same ids; streaming the
+    corpus gives them too."""
+    from engine.loading import asset_dir
+    from engine.tokenizer import ENDOFTEXT, load_encoding
+    from engine.train.run import prepare_data
+
+    shipped_file = asset_dir() / "tokenizer.tiktoken"
+    enc, train_ids, val_ids = prepare_data("shakespeare", 4096, out_dir=tmp_path, log=lambda *a: None)
+    assert (tmp_path / "tokenizer.tiktoken").read_bytes() == shipped_file.read_bytes()
+    shipped = load_encoding(shipped_file)
+    assert enc._special_tokens == shipped._special_tokens == {ENDOFTEXT: 4095}
+    train, val = shakespeare
+    np.testing.assert_array_equal(train_ids, encode_texts(shipped, train))
+    np.testing.assert_array_equal(val_ids, encode_texts(shipped, val))
+    lines = (ENDOFTEXT.join(train.values()) + ENDOFTEXT).splitlines(keepends=True)
+    assert list(shipped.encode_iterable(lines, allowed_special="all")) == train_ids.tolist()

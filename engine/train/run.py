@@ -23,7 +23,7 @@ from pathlib import Path
 from ..bpe import train_bpe
 from ..checkpoint import load_checkpoint
 from ..config import GPTConfig
-from ..data import encode_texts, join_texts, load_corpus
+from ..data import ENDOFTEXT, encode_texts, join_texts, load_corpus
 from ..files import check_writable, remove, remove_leftovers
 from ..model import GPT
 from ..tokenizer import load_encoding, save_encoding
@@ -39,7 +39,8 @@ def prepare_data(data, vocab_size: int, out_dir=None, enc=None, download: bool =
         enc = load_encoding(Path(out_dir) / "tokenizer.tiktoken")
     if enc is None:
         log(f"training a {vocab_size}-token byte-level BPE on {sum(map(len, train_texts.values())):,} characters")
-        enc = train_bpe(join_texts(train_texts).replace("<|endoftext|>", "\n"), vocab_size, progress=True)
+        # the documents are joined by <|endoftext|>, a special token: a boundary no merge crosses
+        enc = train_bpe(join_texts(train_texts), vocab_size, progress=True, special_tokens=[ENDOFTEXT])
         if out_dir is not None:
             save_encoding(enc, Path(out_dir) / "tokenizer.tiktoken")
     if enc.n_vocab != vocab_size:
