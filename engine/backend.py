@@ -64,6 +64,11 @@ def array_module(a):
     return get_xp("cupy") if type(a).__module__.startswith("cupy") else np
 
 
+def is_device_array(a) -> bool:
+    """True for a CuPy array (its values live on the GPU)."""
+    return type(a).__module__.split(".")[0] == "cupy" and hasattr(a, "get")
+
+
 def to_numpy(a) -> np.ndarray:
     """Bring an array (NumPy or CuPy) to the host as a NumPy array."""
     if hasattr(a, "get") and not isinstance(a, np.ndarray):

@@ -23,6 +23,7 @@ import collections
 import functools
 import hashlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -91,7 +92,9 @@ HEADER_FORMAT = "gpt3-course tokenizer header 1"
 
 def _tiktoken_path(path) -> Path:
     path = Path(path)
-    return path / "tokenizer.tiktoken" if path.is_dir() or not path.suffix else path
+    # a folder, or a name without a suffix that is not an existing file (save_encoding makes a folder of it)
+    folder = path.is_dir() or (not path.suffix and not os.path.lexists(path))
+    return path / "tokenizer.tiktoken" if folder else path
 
 
 def header_path(path) -> Path:

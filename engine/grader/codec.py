@@ -18,6 +18,8 @@ import struct
 
 import numpy as np
 
+from ..backend import is_device_array
+
 MAX_BYTES = 64 * 2 ** 20  # a whole payload
 MAX_DEPTH = 64
 MAX_NODES = 200_000
@@ -75,7 +77,7 @@ class _Encoder:
             return {"t": "bytes", "v": base64.b64encode(bytes(x)).decode()}
         if isinstance(x, complex):
             return {"t": "complex", "v": [x.real, x.imag]}
-        if hasattr(x, "get") and type(x).__module__.startswith("cupy"):  # a CuPy array: its values
+        if is_device_array(x):  # a GPU array: its values
             x = x.get()
         if isinstance(x, np.generic) and x.dtype.kind in _KINDS:
             return {"t": "scalar", "i": self.array(np.asarray(x))}
