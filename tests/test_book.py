@@ -270,3 +270,65 @@ def test_launch_buttons_open_the_chapters_notebook(site, name):
     org_repo = url.rstrip("/")
     assert f"https://colab.research.google.com/github/{org_repo}/blob/main/book/{name}.ipynb" in page
     assert f"https://mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/book/{name}.ipynb" in page
+
+
+# ---------------------------------------------------------------------- the committed notebooks in JupyterLab
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a copy of the chapters, trusted as `make lab` and Binder's postBuild trust them,
+    with its own data and runtime folders (so the machine's trust database is never touched)."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    root = tmp_path_factory.mktemp("lab")
+    for name in ("02_training", "05_layers"):
+        shutil.copy(BOOK / f"{name}.ipynb", root / f"{name}.ipynb")
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(root / ".data"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"))
+    subprocess.run([str(jupyter), "trust", *map(str, root.glob("*.ipynb"))], check=True, env=env, capture_output=True)
+    port = _free_port()
+    log = root / "lab.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+                                 "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+                                 "--LabApp.news_url=", "--LabServerApp.extra_labextensions_path=[]", "--allow-root"],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"jupyter lab did not start: {log.read_text()}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("name", ["02_training", "05_layers"])
+def test_committed_widgets_render_in_jupyterlab_before_any_cell_runs(lab, browser, name):
+    n_widgets = sum(WIDGET_VIEW in o.get("data", {}) for o in _outputs(_nb(name)))
+    page = browser.new_page(viewport={"width": 1200, "height": 2400})
+    external = []
+    page.on("request", lambda r: not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:", "ws://127.0.0.1"))
+            and external.append(r.url))
+    try:
+        page.goto(f"{lab}/lab/tree/{name}.ipynb", timeout=90000)
+        # JupyterLab renders a notebook's cells lazily as they scroll into view: walk down the notebook
+        seen = 0
+        for _ in range(60):
+            seen = max(seen, page.locator(".course-widget").count())
+            if seen >= n_widgets:
+                break
+            page.mouse.wheel(0, 1500)
+            page.wait_for_timeout(500)
+        assert seen >= n_widgets > 0, f"{seen} of {n_widgets} widgets rendered from the saved state"
+        assert page.locator(".jp-CodeCell .jp-InputArea-prompt:has-text('[*]')").count() == 0  # nothing ran
+        assert not [u for u in external if "127.0.0.1" not in u], external
+    finally:
+        page.close()
