@@ -14,9 +14,12 @@ widget                     pure function(s)                            chapter
 ``XRayViewer``             ``logit_lens_table``, ``xray``              5
 ``AttentionExplorer``      ``attention_summary``                       6
 ``SamplingExplorer``       ``sampling_table``                          7
+``Animation``              ``frames.*`` (one function per chapter)     1-8
 =========================  ==========================================  =======
 """
 from .reports import (AttentionExplorer, GenerationPlayground, ParameterCalculator, SamplingExplorer,  # noqa: F401
                       TokenizerPlayground, XRayViewer, attention_summary, generate_text, logit_lens_table,
                       parameter_report, sampling_table, tokenize_report, xray)
 from .sliding_window import SlidingWindowExplorer, sliding_window_examples  # noqa: F401
+from . import frames  # noqa: F401,E402
+from .animation import Animation  # noqa: F401,E402
