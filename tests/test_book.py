@@ -27,7 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-SITE = ROOT / "_build" / "html"
+# the built site: `make book` writes _build/html; COURSE_SITE names another build (used as it is, never rebuilt)
+SITE = Path(os.environ.get("COURSE_SITE", ROOT / "_build" / "html"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -87,6 +88,8 @@ def test_repository_url_is_set_once():
 
 # ---------------------------------------------------------------------- the built site
 def _stale():
+    if os.environ.get("COURSE_SITE"):
+        return False
     index = SITE / "book" / "index.html"
     if not index.exists():
         return True
@@ -123,9 +126,11 @@ def browser():
         b.close()
 
 
-def _open(browser, url):
-    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests."""
-    page = browser.new_page()
+def _open(browser, url, **page_options):
+    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests.
+
+    page_options: for ``browser.new_page`` (e.g. ``reduced_motion="reduce"``)."""
+    page = browser.new_page(**page_options)
     problems = []
     page.on("pageerror", lambda e: problems.append(f"JavaScript error: {e}"))
     page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
@@ -158,12 +163,14 @@ def test_page_loads_with_figures_and_widgets(site, browser, name):
         page.wait_for_function("() => Array.from(document.querySelectorAll('.cell_output img'))"
                                ".every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
         # every widget is rendered from its saved state by the self-hosted html-manager
-        page.wait_for_function(f"() => document.querySelectorAll('.cell_output .widget-html-content')"
-                               f".length >= {n_widgets}", timeout=30000)
-        rendered = page.locator(".cell_output .widget-html-content").all_inner_texts()
+        # (an ipywidgets HTML output, or an anywidget's .course-widget: engine/widgets/base.py)
+        shown = ".cell_output .widget-html-content, .cell_output .course-widget"
+        page.wait_for_function(f"() => document.querySelectorAll('{shown}').length >= {n_widgets}", timeout=30000)
+        rendered = page.locator(shown).all_inner_texts()
         assert all(t.strip() for t in rendered), "a widget rendered empty"
         assert page.locator(".cell_output .jupyter-widgets.widget-slider, .cell_output .widget-text, "
-                            ".cell_output .widget-textarea, .cell_output .widget-dropdown").count() >= 1
+                            ".cell_output .widget-textarea, .cell_output .widget-dropdown, "
+                            ".cell_output .course-widget [data-control]").count() >= 1
         page.wait_for_timeout(300)
         assert not problems, problems
     finally:
