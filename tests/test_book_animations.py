@@ -186,6 +186,9 @@ def test_animations_play_pause_step_and_show_the_engines_frames(site, browser, c
             for k, values in EXPECT[anim](course).items():
                 _scrub(root, k)
                 assert _frame(root) == k
+                assert "[object" not in root.inner_text()
+                for row in root.locator('[data-kind="tokens"]').all():  # one drawn token per piece
+                    assert row.locator(".cw-tok").count() == len(json.loads(row.get_attribute("data-value")))
                 assert root.locator(".cw-where").inner_text() == f"frame {k + 1} of {n}"
                 for key, want in values.items():
                     assert _shown(root, key) == want, (anim, k, key)

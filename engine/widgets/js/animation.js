@@ -102,14 +102,16 @@ function drawSeries(item) {
     svg("text", {x: L - 4, y: H - B, "text-anchor": "end", "font-size": 10}, fmt(item.y_min, 1)),
     svg("text", {x: W - 8, y: H - 6, "text-anchor": "end", "font-size": 10}, `${item.x_label} ${item.x_max}`));
   const names = Object.keys(item.lines);
+  // a line named after a role (dense, banded) takes that role's colour, as in the grids
+  const lineColour = (name, k) => ROLE_COLOURS[name] || LINE_COLOURS[k % LINE_COLOURS.length];
   names.forEach((name, k) => {
     const vs = item.lines[name];
     const pts = vs.map((v, i) => `${x(i + 1).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-    pic.append(svg("polyline", {points: pts, fill: "none", stroke: LINE_COLOURS[k % LINE_COLOURS.length], "stroke-width": 2}));
-    if (vs.length) pic.append(svg("circle", {cx: x(vs.length), cy: y(vs[vs.length - 1]), r: 3, fill: LINE_COLOURS[k % LINE_COLOURS.length]}));
+    pic.append(svg("polyline", {points: pts, fill: "none", stroke: lineColour(name, k), "stroke-width": 2}));
+    if (vs.length) pic.append(svg("circle", {cx: x(vs.length), cy: y(vs[vs.length - 1]), r: 3, fill: lineColour(name, k)}));
   });
   const legend = names.length > 1 ? h("div", {class: "cw-legend"}, names.map((n, k) =>
-    h("span", {}, h("span", {class: "cw-swatch", style: {background: LINE_COLOURS[k % LINE_COLOURS.length]}}), n))) : null;
+    h("span", {}, h("span", {class: "cw-swatch", style: {background: lineColour(n, k)}}), n))) : null;
   const box = itemBox(item, pic, legend);
   box.dataset.value = JSON.stringify(Object.fromEntries(names.map((n) => [n, item.lines[n].length])));
   return box;
