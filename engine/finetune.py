@@ -195,8 +195,11 @@ def trainable_names(model: GPT, trainable=None) -> list[str] | None:
 
 def finetune(model: GPT, enc, examples: list[Example], steps: int = 100, lr: float = 1e-3, batch_size: int = 16,
              trainable=None, weight_decay: float = 0.0, warmup: int = 10, seed: int = 0, progress: bool = False,
-             workers: int = 1) -> list[float]:
+             workers: int = 1, callback=None) -> list[float]:
     """Fine-tune ``model`` in place on ``examples``; returns the loss of every step.
+
+    callback: called as ``callback(step, loss)`` after each step (step 1, 2, ...), e.g. to record
+    the model's answers as it learns (``engine.widgets.frames.AnswerRecorder``).
 
     trainable: None (every parameter), name prefixes such as ``["h.3.", "ln_f."]``, or a predicate;
     the other parameters stay frozen (AdamW keeps no state for them).
@@ -220,6 +223,8 @@ def finetune(model: GPT, enc, examples: list[Example], steps: int = 100, lr: flo
         g = tree_flatten(grads)
         opt.step(g, lr=lr_at(step, lr, warmup, steps, 0.1))
         losses.append(loss)
+        if callback is not None:
+            callback(step + 1, loss)
         if progress:
             it.set_postfix(loss=f"{loss:.3f}")
     return losses

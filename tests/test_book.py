@@ -27,7 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-SITE = ROOT / "_build" / "html"
+# the built site: `make book` writes _build/html; COURSE_SITE names another build (used as it is, never rebuilt)
+SITE = Path(os.environ.get("COURSE_SITE", ROOT / "_build" / "html"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -87,6 +88,8 @@ def test_repository_url_is_set_once():
 
 # ---------------------------------------------------------------------- the built site
 def _stale():
+    if os.environ.get("COURSE_SITE"):
+        return False
     index = SITE / "book" / "index.html"
     if not index.exists():
         return True
@@ -123,9 +126,11 @@ def browser():
         b.close()
 
 
-def _open(browser, url):
-    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests."""
-    page = browser.new_page()
+def _open(browser, url, **page_options):
+    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests.
+
+    page_options: for ``browser.new_page`` (e.g. ``reduced_motion="reduce"``)."""
+    page = browser.new_page(**page_options)
     problems = []
     page.on("pageerror", lambda e: problems.append(f"JavaScript error: {e}"))
     page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
@@ -158,10 +163,11 @@ def test_page_loads_with_figures_and_widgets(site, browser, name):
         page.wait_for_function("() => Array.from(document.querySelectorAll('.cell_output img'))"
                                ".every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
         # every widget is rendered from its saved state by the self-hosted html-manager and anywidget
-        # (every control of each is driven by tests/test_site_widgets.py)
+        # (every control of each is driven by tests/test_site_widgets.py, every animation by
+        # tests/test_book_animations.py)
         page.wait_for_function(f"() => document.querySelectorAll('.cell_output .course-widget')"
                                f".length >= {n_widgets}", timeout=30000)
-        rendered = page.locator(".cell_output .course-widget .cw-body").all_inner_texts()
+        rendered = page.locator(".cell_output .course-widget").all_inner_texts()
         assert len(rendered) >= n_widgets and all(t.strip() for t in rendered), "a widget rendered empty"
         page.wait_for_timeout(300)
         assert not problems, problems
