@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -132,14 +133,21 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, run_check_cells:
         else call_timeout
     memory_mb = int(os.environ.get("ENGINE_GRADER_MEMORY_MB", 4096)) if memory_mb is None else memory_mb
     user, isolation = unprivileged_user()
-    folder = Path(tempfile.mkdtemp(prefix="engine-grader-"))
+    # outer: ours (the kernel's connection file); inside it, under a random name that no command line
+    # shows, the kernel's private folder (given to ``user``). Other processes of ``user`` may pass
+    # through outer but not list it, so they cannot find this notebook's copy.
+    outer = Path(tempfile.mkdtemp(prefix="engine-grader-"))
+    folder = outer / secrets.token_hex(8)
+    folder.mkdir(mode=0o700)
+    if user:
+        os.chmod(outer, 0o711)
     session, errors = None, []
     old_timeout, runner.DEFAULT_TIMEOUT = runner.DEFAULT_TIMEOUT, call_timeout
     try:
         fd = os.open(folder / path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as f:  # the private copy, for notebooks that look for their own file
             f.write(data)
-        session = KernelSession(folder, memory_mb=memory_mb, output_mb=output_mb, user=user)
+        session = KernelSession(folder, memory_mb=memory_mb, output_mb=output_mb, user=user, conn_dir=outer)
         try:
             session.start()
         except Unavailable as e:
@@ -157,7 +165,7 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, run_check_cells:
         runner.DEFAULT_TIMEOUT = old_timeout
         if session is not None:
             session.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(outer, ignore_errors=True)
     results = validate(results, names)
     rep = {"notebook": str(path), "results": results, "score": sum(r["earned"] for r in results),
            "total": sum(r["points"] for r in results), "cell_errors": errors, "isolation": isolation}
