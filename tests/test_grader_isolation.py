@@ -304,8 +304,16 @@ def test_learner_code_runs_unprivileged_when_the_grader_is_root(tmp_path):
 
 
 def test_a_forking_learner_is_capped_after_the_drop(tmp_path):
+    import tempfile
+    import time
+
     _dropping()
+    box = Path(tempfile.mkdtemp())  # the escaped process writes its pid here
+    os.chmod(box, 0o777)
     path = _notebook(tmp_path / "forks.ipynb", [
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        f"        open({str(box / 'pid')!r}, 'w').write(str(os.getpid()))\n        time.sleep(120)\n"
+        "    os._exit(0)",  # a process in a session of its own, outside the kernel's process group
         "import os, time\nkids, error = 0, None\n"
         "while kids < 2000:\n    try:\n        pid = os.fork()\n    except OSError as e:\n"
         "        error = type(e).__name__\n        break\n    if pid == 0:\n        time.sleep(120)\n"
@@ -313,6 +321,11 @@ def test_a_forking_learner_is_capped_after_the_drop(tmp_path):
         GELU,
     ])
     rep = grade_notebook(path, cell_timeout=60, call_timeout=3, tasks=["gelu"], return_notebook=True)
-    kids, error = rep["executed"].cells[0].outputs[0]["text"].split()
+    kids, error = rep["executed"].cells[1].outputs[0]["text"].split()
     assert int(kids) < 256 and error == "BlockingIOError"  # RLIMIT_NPROC, counted for the user
     assert _full(rep, "gelu")
+    pid = int((box / "pid").read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    (box / "pid").unlink()
+    box.rmdir()

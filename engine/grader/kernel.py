@@ -58,6 +58,31 @@ def _env(home: Path) -> dict:
     return env
 
 
+def _kill_group(gid: int, rounds: int = 20) -> None:
+    """SIGKILL every process whose group is ``gid``: also those a kernel started in a session of their own.
+
+    Only that kernel's processes have this group (``launch.private_gid``), and they cannot leave it.
+    """
+    for _ in range(rounds):  # again while some were found: one may have forked meanwhile
+        found = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            lines = status.splitlines()
+            gids = next((ln.split()[1:] for ln in lines if ln.startswith("Gid:")), [])
+            if str(gid) in gids and "State:\tZ" not in status:  # (a zombie is dead already)
+                found += 1
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+        time.sleep(0.05)
+
+
 def read_private(path: Path, limit: int) -> bytes:
     """A regular file's bytes (no symlink followed, at most ``limit``) or ValueError."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
@@ -79,7 +104,7 @@ class KernelSession:
         self.output_limit = int(output_mb * 2 ** 20)
         self.max_restarts, self.start_timeout = max_restarts, start_timeout
         self.history: list = []  # (cell key, code, timeout) of the cells that finished, replayed after a restart
-        self.restarts, self.proc, self.kc, self.broken = 0, None, None, None
+        self.restarts, self.proc, self.kc, self.broken, self.gid = 0, None, None, None, None
         self._n = 0
         import zmq
         self.ctx = zmq.Context()
@@ -119,8 +144,9 @@ class KernelSession:
         code = "import engine.grader.agent as _g\n_g.install()\ndel _g"
         if self.user:  # before any learner code: the kernel becomes the user for good, in a group of its own
             from .launch import private_gid
+            self.gid = private_gid()
             code += (f"\n__import__('engine.grader.launch', fromlist=['_']).drop_privileges({self.user!r}, "
-                     f"{str(self.folder)!r}, {private_gid()})")
+                     f"{str(self.folder)!r}, {self.gid})")
         r = self._execute(code, self.start_timeout, keep=False)
         if r["status"] != "ok":
             self.kill()
@@ -158,6 +184,8 @@ class KernelSession:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # the kernel and anything it started
             except (ProcessLookupError, PermissionError):
                 pass
+            if self.gid is not None:
+                _kill_group(self.gid)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
