@@ -100,7 +100,7 @@ class KernelSession:
     def __init__(self, folder: Path, memory_mb: int = 4096, output_mb: float = 2, user: str | None = None,
                  max_restarts: int = 12, start_timeout: float = 120, conn_dir: Path | None = None):
         self.folder, self.memory_mb, self.user = Path(folder), memory_mb, user
-        self.conn_dir = Path(conn_dir or folder)  # outside ``folder``: the kernel's command line names it, not ``folder``
+        self.conn_dir = Path(conn_dir or folder)  # the kernel's command line names this folder, not ``folder``
         self.output_limit = int(output_mb * 2 ** 20)
         self.max_restarts, self.start_timeout = max_restarts, start_timeout
         self.history: list = []  # (cell key, code, timeout) of the cells that finished, replayed after a restart

@@ -133,9 +133,9 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, run_check_cells:
         else call_timeout
     memory_mb = int(os.environ.get("ENGINE_GRADER_MEMORY_MB", 4096)) if memory_mb is None else memory_mb
     user, isolation = unprivileged_user()
-    # outer: ours (the kernel's connection file); inside it, under a random name that no command line
-    # shows, the kernel's private folder (given to ``user``). Other processes of ``user`` may pass
-    # through outer but not list it, so they cannot find this notebook's copy.
+    # outer: ours (the kernel's connection file), which ``user`` may pass through but not list; inside,
+    # under a random name no command line shows, the kernel's private folder, which the kernel gives
+    # to its own private group: another kernel of ``user`` can neither find nor open this copy.
     outer = Path(tempfile.mkdtemp(prefix="engine-grader-"))
     folder = outer / secrets.token_hex(8)
     folder.mkdir(mode=0o700)
