@@ -226,6 +226,9 @@ def format_report(rep: dict, verbose: bool = True) -> str:
 def _worker(args) -> int:
     """One notebook, its bytes on stdin: grade it, print the report as JSON (``main`` runs one per notebook)."""
     data = sys.stdin.buffer.read(MAX_NOTEBOOK_BYTES + 1)
+    if args.isolation:  # the parent's answer to ``unprivileged_user`` (asked once, not once a notebook)
+        from . import kernel
+        kernel._USER_OK["user"] = tuple(json.loads(args.isolation))
     try:
         rep = grade_notebook(Path(args.worker), cell_timeout=args.cell_timeout, tasks=args.task, data=data)
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -237,7 +240,8 @@ def _worker(args) -> int:
 
 def _grade_in_worker(path: Path, data: bytes, args) -> dict:
     """Grade in a process of its own whose command line and folder name only this notebook's private copy."""
-    cmd = [sys.executable, "-m", "engine.grader", "--worker", path.name, "--cell-timeout", str(args.cell_timeout)]
+    cmd = [sys.executable, "-m", "engine.grader", "--worker", path.name, "--cell-timeout", str(args.cell_timeout),
+           "--isolation", json.dumps(unprivileged_user())]
     for t in args.task or []:
         cmd += ["--task", t]
     folder = tempfile.mkdtemp(prefix="engine-grader-")
@@ -270,6 +274,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cell-timeout", type=float, default=120, help="seconds before a cell is stopped (120)")
     ap.add_argument("--task", action="append", help="grade only this task (repeatable)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--isolation", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return _worker(args)
