@@ -30,6 +30,7 @@ module             what it holds                               chapter
 ``loading``        load_model(source): every model folder      Appendix
 ``hf``             Hugging Face GPT-2 weights in and out       Appendix
 ``onnx``           the decoder as an ONNX graph (deploying)    Appendix
+``onnx_graph``     the graph's nodes, layer by layer           Appendix
 ``backend``        NumPy / CuPy                                Appendix
 ``kernels``        fused passes (speed, not ideas)             Appendix
 ``threads``        the thread pool, the BLAS kept serial       Appendix
