@@ -185,10 +185,11 @@ class Row:
     @property
     def speedup(self) -> float | None:
         """The engine's speed relative to the reference (> 1: the engine is faster or closer to the
-        limit), whichever way the ratio is taken: a time ratio (target "<=") is inverted."""
+        limit), whichever way the ratio is taken: a time ratio (target "<=", or numbers in ms) is inverted."""
         if self.ratio is None or not self.ratio:
             return None
-        return 1.0 / self.ratio if self.target.startswith("<=") else self.ratio
+        time_ratio = self.extra.get("unit") == "ms" or self.target.startswith("<=")
+        return 1.0 / self.ratio if time_ratio else self.ratio
 
 
 def fmt_ratio(r) -> str:

@@ -50,6 +50,8 @@ def test_results_json_keeps_the_latest_row_of_each_benchmark_and_thread_count(tm
     assert rows["prefill", 1, ""]["speedup"] == 0.5  # a time ratio (target "<="), inverted
     assert rows["decode", 1, ""]["speedup"] == 0.5 and rows["decode", 1, ""]["load_after"] == 0.2
     assert rows["prefill", 2, ""]["machine"] == "machine C"
+    report = common.Row("step", "3 ms", "2 ms", 1.5, "report", None, extra={"engine": 3, "reference": 2, "unit": "ms"})
+    assert report.speedup == 1 / 1.5  # a time ratio by its unit, when the target does not say
 
 
 def test_hf_twin_has_the_engines_weights():
