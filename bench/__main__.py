@@ -13,7 +13,8 @@ import time
 import traceback
 from pathlib import Path
 
-from .common import RESULTS, Row, append_results, machine_description, restore_threads, set_threads, table
+from .common import (RESULTS, RESULTS_JSON, Row, append_results, load_average, machine_description,
+                     restore_threads, set_threads, table, write_json)
 
 
 def parse(argv=None):
@@ -27,7 +28,11 @@ def parse(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="threads for NumPy's BLAS, PyTorch and onnxruntime alike (default: all cores)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to append to")
-    ap.add_argument("--no-append", action="store_true", help="print only; do not touch RESULTS.md")
+    ap.add_argument("--json", type=Path, default=RESULTS_JSON,
+                    help="machine-readable results to update (full runs only; the book reads it)")
+    ap.add_argument("--variant", default="",
+                    help="a label for a non-standard run (e.g. another BLAS kernel): kept apart in the JSON")
+    ap.add_argument("--no-append", action="store_true", help="print only; touch neither RESULTS.md nor the JSON")
     a = ap.parse_args(argv)
     names = [s.strip() for s in a.only.split(",") if s.strip()]
     bad = [n for n in names if n not in BENCHMARKS]
@@ -58,6 +63,7 @@ def _run(a, threads) -> int:
     sizes = Sizes.quick() if a.quick else Sizes()
     repeats = a.repeats or (2 if a.quick else 5)
     machine = machine_description(threads)
+    load0 = load_average()
     print(machine, flush=True)
     rows: list[Row] = []
     failed = False
@@ -73,11 +79,17 @@ def _run(a, threads) -> int:
             rows.append(Row(name, "error", f"{type(e).__name__}: {e}"[:120]))
     text = table(rows)
     mode = "quick (tiny sizes, harness check only)" if a.quick else "full"
-    text += f"\n{mode}; medians of {repeats} interleaved runs after a warm-up; {time.time() - t0:.0f} s in all.\n"
+    load1 = load_average()
+    text += (f"\n{mode}; medians of {repeats} interleaved runs after a warm-up; {time.time() - t0:.0f} s in all; "
+             f"load average {load0} before, {load1} after.\n")
     print(text)
     if not a.no_append:
-        append_results(text, f"CPU benchmarks ({mode})", machine, a.results)
+        title = f"CPU benchmarks ({mode}{', ' + a.variant if a.variant else ''})"
+        append_results(text, title, machine, a.results)
         print(f"appended to {a.results}")
+        if not a.quick:
+            write_json(rows, machine, threads["threads"], (load0, load1), a.json, a.variant)
+            print(f"updated {a.json}")
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ hits both sides alike; only ratios taken this way are reported as targets.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import statistics
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS_JSON = Path(__file__).with_name("results.json")  # the latest row of each benchmark, per thread count
 
 
 # ---------------------------------------------------------------------- threads
@@ -156,6 +158,9 @@ def machine_description(threads: dict) -> str:
         parts.append(f"onnxruntime {onnxruntime.__version__}")
     except ImportError:
         pass
+    blas_env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.get(k)]
+    if blas_env:  # OPENBLAS_CORETYPE picks the BLAS's kernels (Haswell: AVX2, SkylakeX: AVX-512)
+        parts.append("environment " + " ".join(blas_env))
     try:
         parts.append(f"load average before the run {os.getloadavg()[0]:.2f}")
     except OSError:
@@ -175,6 +180,16 @@ class Row:
     met: bool | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
+    against: str = ""  # the reference's family, for the book's plot: "onnxruntime", "transformers", ...
+
+    @property
+    def speedup(self) -> float | None:
+        """The engine's speed relative to the reference (> 1: the engine is faster or closer to the
+        limit), whichever way the ratio is taken: a time ratio (target "<=", or numbers in ms) is inverted."""
+        if self.ratio is None or not self.ratio:
+            return None
+        time_ratio = self.extra.get("unit") == "ms" or self.target.startswith("<=")
+        return 1.0 / self.ratio if time_ratio else self.ratio
 
 
 def fmt_ratio(r) -> str:
@@ -199,3 +214,33 @@ def append_results(text: str, title: str, machine: str, path: Path = RESULTS) ->
         path.write_text("# Benchmark results\n\nAppended by `python -m bench` (newest last).\n")
     with path.open("a") as f:
         f.write(f"\n## {title}, {stamp}\n\nMachine: {machine}\n\n{text}")
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def write_json(rows: list[Row], machine: str, threads: int, when_load: tuple, path: Path = RESULTS_JSON,
+               variant: str = "") -> None:
+    """Merge ``rows`` into the machine-readable results (the book's chapter 9 reads them).
+
+    The file keeps the latest row of each (benchmark, thread count, variant): a run of a few
+    benchmarks replaces only those. ``when_load``: (load average before, after the run).
+    ``variant``: what else sets this run apart ("" for the standard one)."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    new = {(r.name, threads, variant): r for r in rows if r.engine != "error"}
+    kept = [e for e in data.get("rows", []) if (e["name"], e["threads"], e.get("variant", "")) not in new]
+    for r in new.values():
+        kept.append({"name": r.name, "threads": threads, "variant": variant, "against": r.against, "engine": r.engine,
+                     "reference": r.reference, "ratio": r.ratio, "speedup": r.speedup, "target": r.target,
+                     "met": r.met, "note": r.note, "values": r.extra, "when": stamp, "machine": machine,
+                     "load_before": when_load[0], "load_after": when_load[1]})
+    kept.sort(key=lambda e: (e.get("variant", ""), e["threads"], e["name"]))
+    data = {"about": "Written by python -m bench: the latest result of each benchmark per thread count "
+                     "(bench/RESULTS.md has every run). ratio: as in the table; speedup: the engine's speed "
+                     "relative to the reference (> 1: faster).", "rows": kept}
+    path.write_text(json.dumps(data, indent=1) + "\n")

@@ -78,9 +78,11 @@ def bench_onnx(sz, repeats: int) -> list[Row]:
     return [
         Row(f"prefill {cfg.name or 'model'} 1x{T} vs onnxruntime", f"{t['engine'] * 1e3:.0f} ms",
             f"{t['ort'] * 1e3:.0f} ms ({ref})", r, "<= 1.0", r <= 1.0,
-            note=f"every position's logits on both sides; max |logit difference| {err:.1e}"),
+            note=f"every position's logits on both sides; max |logit difference| {err:.1e}",
+            against="onnxruntime", extra={"engine": t["engine"] * 1e3, "reference": t["ort"] * 1e3, "unit": "ms"}),
         Row(f"cached greedy decode {sz.gen_prompt}+{n} vs onnxruntime", f"{e_tps:.1f} tok/s",
             f"{o_tps:.1f} tok/s ({ref})", e_tps / o_tps, ">= 1.0", e_tps / o_tps >= 1.0,
             note=f"engine.onnx.greedy on the exported graph; greedy tokens identical for {same:.0%} of "
-                 "positions"),
+                 "positions", against="onnxruntime",
+            extra={"engine": e_tps, "reference": o_tps, "unit": "tok/s"}),
     ]

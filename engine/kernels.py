@@ -23,7 +23,8 @@ import numpy as np
 from .backend import array_module
 # re-exported: callers (the tests, the benchmarks) still reach them as kernels.*
 from .memory import reuse_freed_memory  # noqa: F401
-from .threads import MIN_PARALLEL, get_num_threads, parallel, set_num_threads  # noqa: F401
+from . import threads
+from .threads import MIN_PARALLEL, get_num_threads, one_blas_thread, parallel, set_num_threads  # noqa: F401
 
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
@@ -110,6 +111,8 @@ def linear(x, w, b=None):
     Letting the BLAS thread one big product instead costs more than it looks: after each call its
     worker threads spin for a while, and take a core from the element-wise passes and the attention
     that come next. Rows do not depend on each other, so the cut does not change the arithmetic.
+    A product of fewer than ``threads.FEW_ROWS`` rows (a generation step) runs on one BLAS
+    thread instead (``threads.one_blas_thread`` says why).
     """
     xp = array_module(x)
     y = xp.empty((x.shape[0], w.shape[1]), dtype=xp.result_type(x, w))
@@ -119,7 +122,10 @@ def linear(x, w, b=None):
         if b is not None:
             y += b
 
-    parallel(rows, x, y, blas=True)
+    if x.shape[0] < threads.FEW_ROWS and isinstance(x, np.ndarray):
+        one_blas_thread(rows, x, y)
+    else:
+        parallel(rows, x, y, blas=True)
     return y
 
 

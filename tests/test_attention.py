@@ -236,9 +236,63 @@ def test_parallel_splits_the_work_and_checks_its_argument():
     finally:
         kernels.set_num_threads(None)
     assert (a == 1).all()  # every element once
-    assert sorted(seen) == [((1, 1 << 16), False)] * 3 + [((1, 1 << 16), True)]  # four pieces, three off the main thread
+    assert sorted(s for s, _ in seen) == [(1, 1 << 16)] * 4  # four pieces (the axis is 4 long)
     with pytest.raises(ValueError, match="positive integer"):
         kernels.set_num_threads(0)
+
+
+def test_parallel_hands_pieces_to_whichever_thread_is_free():
+    """A worker held up (as by a busy machine's scheduler) holds up its own piece only: the calling
+    thread takes all the others."""
+    import threading
+
+    from engine import kernels
+
+    main_pieces, started, released = [], threading.Event(), threading.Event()
+
+    def piece(a):
+        if threading.current_thread() is threading.main_thread():
+            assert started.wait(10), "the worker never took a piece"  # so that it holds one from here on
+            main_pieces.append(a.copy())
+            if len(main_pieces) == 3:
+                released.set()
+        else:
+            started.set()
+            assert released.wait(10), "the calling thread did not take the other pieces"
+        a += 1
+
+    a = np.arange(4, dtype=np.float32)[:, None] * np.ones((1, 1 << 16), dtype=np.float32)
+    try:
+        kernels.set_num_threads(2)  # 2 threads, 4 pieces (PIECES_PER_THREAD = 2)
+        kernels.parallel(piece, a)
+    finally:
+        kernels.set_num_threads(None)
+    assert len(main_pieces) == 3
+    np.testing.assert_array_equal(a, (np.arange(4)[:, None] + 1) * np.ones((1, 1 << 16)))
+
+
+def test_products_of_few_rows_run_on_one_blas_thread():
+    """A generation step's products (fewer than FEW_ROWS rows) leave the BLAS on one thread while they
+    run, and give it back its threads; bigger ones do not touch it."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from engine import kernels, threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    inside = []
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((64, 48))
+    with threadpool_limits(limits=2, user_api="blas"):
+        if blas_threads() != [2] * len(blas_threads()) or not blas_threads():
+            pytest.skip("no BLAS whose threads threadpoolctl can set")
+        threads.one_blas_thread(lambda: inside.append(blas_threads()))
+        assert inside == [[1] * len(blas_threads())]
+        assert blas_threads() == [2] * len(blas_threads())
+        x = rng.standard_normal((threads.FEW_ROWS - 1, 64))
+        np.testing.assert_allclose(kernels.linear(x, w), x @ w, rtol=1e-12, atol=1e-12)
+        assert blas_threads() == [2] * len(blas_threads())
 
 
 @pytest.mark.parametrize("shape", [(1, 12, 300, 64), (3, 2, 257, 16), (1, 1, 1100, 64)])

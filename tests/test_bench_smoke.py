@@ -35,6 +35,25 @@ def test_quick_run_prints_a_row_per_measurement_and_appends(tmp_path):
     assert out.read_text().count("## CPU benchmarks") == 2
 
 
+def test_results_json_keeps_the_latest_row_of_each_benchmark_and_thread_count(tmp_path):
+    path = tmp_path / "results.json"
+    fast = common.Row("prefill", "1 ms", "2 ms", 0.5, "<= 1.0", True, against="onnxruntime")
+    slow = common.Row("decode", "5 tok/s", "10 tok/s", 0.5, ">= 1.0", False, against="onnxruntime")
+    common.write_json([fast, slow], "machine A", 1, (0.1, 0.2), path)
+    common.write_json([common.Row("prefill", "4 ms", "2 ms", 2.0, "<= 1.0", False)], "machine B", 1, (1, 2), path)
+    common.write_json([fast], "machine C", 2, (0, 0), path)
+    common.write_json([fast], "machine D", 1, (0, 0), path, variant="other BLAS")
+    common.write_json([common.Row("decode", "error", "boom")], "machine E", 1, (0, 0), path)  # errors kept out
+    rows = {(e["name"], e["threads"], e["variant"]): e for e in json.loads(path.read_text())["rows"]}
+    assert set(rows) == {("prefill", 1, ""), ("decode", 1, ""), ("prefill", 2, ""), ("prefill", 1, "other BLAS")}
+    assert rows["prefill", 1, ""]["machine"] == "machine B" and rows["prefill", 1, ""]["ratio"] == 2.0
+    assert rows["prefill", 1, ""]["speedup"] == 0.5  # a time ratio (target "<="), inverted
+    assert rows["decode", 1, ""]["speedup"] == 0.5 and rows["decode", 1, ""]["load_after"] == 0.2
+    assert rows["prefill", 2, ""]["machine"] == "machine C"
+    report = common.Row("step", "3 ms", "2 ms", 1.5, "report", None, extra={"engine": 3, "reference": 2, "unit": "ms"})
+    assert report.speedup == 1 / 1.5  # a time ratio by its unit, when the target does not say
+
+
 def test_hf_twin_has_the_engines_weights():
     import torch
 
