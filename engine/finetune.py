@@ -77,6 +77,38 @@ def _form(outputs) -> float:
     return sum(o[3] for o in outputs) / max(1, len(outputs))
 
 
+def word_span(enc, ex: Example):
+    """Where the quoted word is, in tokens: (ids of ex.line() without its last token, positions of the
+    description's tokens that hold the word, positions whose *next* token holds the word in the answer)."""
+    d, c = TEMPLATES[template_of(ex)]
+    at, n = d.index("{w}"), len(ex.description) - len(d) + len("{w}")  # the word: n characters at ``at``
+    word = ex.description[at:at + n]
+    ids = enc.encode_ordinary(ex.line())
+    n_prompt = len(enc.encode_ordinary(ex.prompt()))
+    starts = [len(enc.decode(ids[:i])) for i in range(len(ids) + 1)]  # character offset of every token
+
+    def overlapping(start):  # tokens whose characters overlap [start, start + len(word))
+        return [i for i in range(len(ids)) if starts[i] < start + len(word) and starts[i + 1] > start]
+
+    desc = overlapping(len(PREFIX) + d.index("{w}"))
+    ans = [i - 1 for i in overlapping(len(ex.prompt()) + 1 + c.index("{w}")) if i >= n_prompt]
+    return ids[:-1], desc, ans
+
+
+def copy_attention(model: GPT, enc, examples: list[Example]):
+    """How much each head looks at the description's word while writing it: (n_layer, n_head), the
+    attention weight on the description's word tokens, summed over them, averaged over the answer
+    positions that predict the word's tokens and over the examples."""
+    total = np.zeros((model.cfg.n_layer, model.cfg.n_head))
+    for ex in examples:
+        ids, desc, ans = word_span(enc, ex)
+        att = model.forward(np.asarray(ids), return_attention=True).attention  # n_layer x (H, T, T)
+        for layer, a in enumerate(att):
+            a = np.asarray(a)
+            total[layer] += a[:, ans][:, :, desc].sum(-1).mean(-1)
+    return total / max(1, len(examples))
+
+
 # ---------------------------------------------------------------------- training
 def encode_examples(enc, examples: list[Example], n_ctx: int):
     """Token ids and targets for fine-tuning: (N, T) arrays, T the longest line, padded.

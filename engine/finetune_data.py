@@ -24,7 +24,9 @@ TEMPLATES = [
     ('a button that says "{w}"', "<button>{w}</button>"),
     ('a heading that says "{w}"', "<h1>{w}</h1>"),
     ('a link that says "{w}"', '<a href="#">{w}</a>'),
-    ('a checkbox labelled "{w}"', '<label><input type="checkbox"> {w}</label>'),
+    # no space before the label: " {w}" would be other tokens than the description's "{w}"
+    # (" light" is one token, "light" after a quote is "l", "ight"), so the answer would not be a copy
+    ('a checkbox labelled "{w}"', '<label><input type="checkbox">{w}</label>'),
 ]
 # Words that could label a control.
 WORDS = ["search", "name", "email", "submit", "login", "password", "cancel", "next", "back", "city",

@@ -127,9 +127,14 @@ def merge(model: GPT, adapter: Adapter) -> GPT:
                params=tree_unflatten({k: to_numpy(v) for k, v in flat.items()}, model.cfg.n_layer))
 
 
-def weight_change(adapter: Adapter) -> dict:
-    """{target: ||scale A @ B|| (Frobenius)}: how far each adapted matrix moved."""
-    return {n: float(np.linalg.norm(to_numpy(adapter.delta(n)))) for n in adapter.targets}
+def weight_change(adapter: Adapter, base_flat: dict | None = None) -> dict:
+    """{target: ||scale A @ B||} (Frobenius): how far each adapted matrix moved; with ``base_flat``
+    (the model's flat weights) relative to the weight's own norm, ||scale A @ B|| / ||W||."""
+    out = {}
+    for n in adapter.targets:
+        d = float(np.linalg.norm(to_numpy(adapter.delta(n))))
+        out[n] = d if base_flat is None else d / float(np.linalg.norm(to_numpy(base_flat[n])))
+    return out
 
 
 # ---------------------------------------------------------------------- files

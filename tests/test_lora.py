@@ -79,6 +79,9 @@ def test_a_fresh_adapter_changes_nothing_and_merge_leaves_the_model_alone():
         np.testing.assert_array_equal(v, before[k])
     assert not np.allclose(merged(ids), model(ids))
     assert set(weight_change(ad)) == set(ad.targets) and weight_change(ad)["h.0.attn.c_proj.w"] > 0
+    w = tree_flatten(model.params)["h.0.attn.c_proj.w"]
+    assert np.isclose(weight_change(ad, tree_flatten(model.params))["h.0.attn.c_proj.w"],
+                      np.linalg.norm(ad.delta("h.0.attn.c_proj.w")) / np.linalg.norm(w))
     with pytest.raises(ValueError, match="targets must be among"):
         init_adapter(model, targets=("wte",))
     with pytest.raises(ValueError, match="rank"):
