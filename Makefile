@@ -44,8 +44,10 @@ book-execute: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) book/_ext/course_notebooks.py
 
-# JupyterLab in the project's environment, on the chapters (book/) and the exercises (exercises/).
+# JupyterLab in the project's environment, on the chapters (book/) and the exercises (exercises/); the
+# chapters are trusted first, so that their widgets render from their saved state before any cell runs.
 lab: $(STAMP)
+	$(VENV)/bin/jupyter trust book/*.ipynb   # the widgets render from saved state only in trusted notebooks
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/book $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The wheel and sdist of the `how-gpt3-works` distribution, into dist/.

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import GPT, GPTConfig
-from engine.layers import block_forward
+from engine.layers import BlockShape, block_forward
 from engine.model import gpt_forward, tree_flatten, tree_unflatten
 
 from .common import Row, table
@@ -242,7 +242,7 @@ def big_layer(c: Ctx, repeats: int, rate: float) -> list[Row]:
     tx = c.to_torch(x)
 
     def engine():
-        return block_forward(x, p, H, "dense")
+        return block_forward(x, p, BlockShape(H, "dense"))
 
     def reference():
         with c.torch.no_grad():

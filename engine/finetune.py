@@ -152,8 +152,11 @@ def trainable_names(model: GPT, trainable=None) -> list[str] | None:
 
 def finetune(model: GPT, enc, examples: list[Example], steps: int = 100, lr: float = 1e-3, batch_size: int = 16,
              trainable=None, weight_decay: float = 0.0, warmup: int = 10, seed: int = 0, progress: bool = False,
-             workers: int = 1, adapter: Adapter | None = None) -> list[float]:
+             workers: int = 1, adapter: Adapter | None = None, callback=None) -> list[float]:
     """Fine-tune ``model`` in place on ``examples``; returns the (answer) loss of every step.
+
+    callback: called as ``callback(step, loss)`` after each step (step 1, 2, ...), e.g. to record
+    the model's answers as it learns (``engine.widgets.frames.AnswerRecorder``).
 
     trainable: None (every parameter), name prefixes such as ``["h.3.", "ln_f."]``, or a predicate;
     the other parameters stay frozen (AdamW keeps no state for them).
@@ -172,6 +175,7 @@ def finetune(model: GPT, enc, examples: list[Example], steps: int = 100, lr: flo
     else:
         base = tree_flatten(model.params)  # never written to: each step merges into new arrays
         opt = AdamW(adapter.params, lr=lr, weight_decay=weight_decay)
+        model.params = tree_unflatten(merged_params(base, adapter), model.cfg.n_layer)
     losses = []
     it = range(steps)
     if progress:
@@ -182,16 +186,16 @@ def finetune(model: GPT, enc, examples: list[Example], steps: int = 100, lr: flo
         idx = rng.choice(len(X), size=min(batch_size, len(X)), replace=False)
         x, y = X[idx], Y[idx]
         T = int((y >= 0).any(axis=0).nonzero()[0].max()) + 1  # drop all-padding columns
-        if adapter is not None:
-            model.params = tree_unflatten(merged_params(base, adapter), model.cfg.n_layer)
         loss, grads = model.loss_and_grads(x[:, :T], y[:, :T])
         g = tree_flatten(grads)
         opt.step(g if adapter is None else adapter_grads(g, adapter), lr=lr_at(step, lr, warmup, steps, 0.1))
+        if adapter is not None:  # the model the next step (and the callback) sees
+            model.params = tree_unflatten(merged_params(base, adapter), model.cfg.n_layer)
         losses.append(loss)
+        if callback is not None:
+            callback(step + 1, loss)
         if progress:
             it.set_postfix(loss=f"{loss:.3f}")
-    if adapter is not None:
-        model.params = tree_unflatten(merged_params(base, adapter), model.cfg.n_layer)
     return losses
 
 

@@ -116,14 +116,13 @@ class BlockShape(NamedTuple):
                    cfg.layer_norm_epsilon)
 
 
-def _shape(cfg, layer, legacy=()) -> tuple[BlockShape, int]:
-    """(BlockShape, layer index) from ``(cfg, layer)``, or from the older positional form
-    ``(n_head, layout, window, stride, c, eps)`` that chapter 5 of the book and the grader call."""
+def _shape(cfg, layer) -> tuple[BlockShape, int]:
+    """(BlockShape, layer index) from ``(cfg, layer)``: a ``GPTConfig`` and a layer, or a ``BlockShape``."""
     if isinstance(cfg, BlockShape):
         return cfg, layer
-    if isinstance(cfg, (int, np.integer)):
-        fields = () if (isinstance(layer, int) and layer == 0 and not legacy) else (layer, *legacy)
-        return BlockShape(int(cfg), *fields), 0
+    if not hasattr(cfg, "layer_layouts"):
+        raise TypeError(f"blocks take (x, params, cfg, layer) with cfg a GPTConfig or a BlockShape(n_head, layout, "
+                        f"...), got {type(cfg).__name__} {cfg!r}")
     return BlockShape.of(cfg, layer), layer
 
 
@@ -204,19 +203,17 @@ def merge_heads(x):
 
 
 # ---------------------------------------------------------------------- attention sub-block
-def self_attention_forward(x, p, cfg, layer=0, *legacy, for_backward=True, kv=None, record=None):
+def self_attention_forward(x, p, cfg, layer=0, *, for_backward=True, kv=None, record=None):
     """Multi-head causal self-attention: project to q, k, v, attend per head, merge, project.
 
     x: (B, T, C); p: {"c_attn": {w (C, 3C), b}, "c_proj": {w (C, C), b}} -> (B, T, C).
-    ``cfg, layer``: a ``GPTConfig`` and this layer's index (its attention layout), or the
-    older ``n_head, layout, window, stride, c``. ``for_backward=False``: inference, the attention
+    ``cfg, layer``: a ``GPTConfig`` and this layer's index (its attention layout), or a ``BlockShape``
+    (``BlockShape(n_head)``: dense). ``for_backward=False``: inference, the attention
     keeps no probabilities for a backward pass. ``kv``: a ``generate.KVCache``; the new keys and
     values are written at positions kv.length .. and the queries attend to every cached key.
     ``record``: an ``XRayRecord`` that collects this layer's attention weights (B, H, T, T).
     """
-    if len(legacy) > 3:  # the older form: window, stride, c, for_backward after the layout
-        legacy, for_backward = legacy[:3], legacy[3]
-    s, layer = _shape(cfg, layer, legacy)
+    s, layer = _shape(cfg, layer)
     qkv, c_attn = linear_forward(x, p["c_attn"])
     q, k, v = split_qkv(qkv, s.n_head)
     if record is not None and record.attention is not None:
@@ -299,20 +296,15 @@ def dropout_backward(dy, mask):
 
 
 # ---------------------------------------------------------------------- decoder block
-def block_forward(x, p, cfg, layer=0, *legacy, drop=None, for_backward=True, kv=None, record=None):
+def block_forward(x, p, cfg, layer=0, *, drop=None, for_backward=True, kv=None, record=None):
     """One pre-LayerNorm decoder block: x + attn(ln_1(x)), then + mlp(ln_2(x)). (B, T, C) -> (B, T, C)
 
-    ``cfg, layer``: a ``GPTConfig`` and this block's index, or the older positional
-    ``n_head, layout, window, stride, c, eps, drop, for_backward``.
+    ``cfg, layer``: a ``GPTConfig`` and this block's index, or a ``BlockShape``.
     ``drop``: a ``Dropout`` while training (applied to each branch before it is added), else None.
     ``for_backward=False``: inference; the returned cache cannot be used by ``block_backward``.
     ``kv``, ``record``: see ``self_attention_forward``.
     """
-    if legacy:  # the older form: window, stride, c, eps, drop, for_backward after the layout
-        drop = legacy[4] if len(legacy) > 4 else drop
-        for_backward = legacy[5] if len(legacy) > 5 else for_backward
-        legacy = legacy[:4]
-    s, layer = _shape(cfg, layer, legacy)
+    s, layer = _shape(cfg, layer)
     h, c_ln1 = layernorm_forward(x, p["ln_1"], s.eps)
     a, c_attn = self_attention_forward(h, p["attn"], s, layer, for_backward=for_backward, kv=kv, record=record)
     a, m_attn = dropout_forward(a, drop)

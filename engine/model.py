@@ -67,8 +67,10 @@ class GPT:
 
     def to(self, backend=None, dtype: str | None = None) -> "GPT":
         """A copy of this model on another backend and/or dtype."""
+        # np.array copies: on the same backend and dtype, asarray alone would share the arrays, and
+        # training the copy in place (chapter 8) would change the original too
         return GPT(self.cfg, dtype=dtype or self.dtype, backend=backend,
-                   params=tree_map(to_numpy, self.params))
+                   params=tree_map(lambda a: np.array(to_numpy(a)), self.params))
 
     def __repr__(self):
         c = self.cfg

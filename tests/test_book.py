@@ -27,7 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-SITE = ROOT / "_build" / "html"
+# the built site: `make book` writes _build/html; COURSE_SITE names another build (used as it is, never rebuilt)
+SITE = Path(os.environ.get("COURSE_SITE", ROOT / "_build" / "html"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -87,6 +88,8 @@ def test_repository_url_is_set_once():
 
 # ---------------------------------------------------------------------- the built site
 def _stale():
+    if os.environ.get("COURSE_SITE"):
+        return False
     index = SITE / "book" / "index.html"
     if not index.exists():
         return True
@@ -123,9 +126,11 @@ def browser():
         b.close()
 
 
-def _open(browser, url):
-    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests."""
-    page = browser.new_page()
+def _open(browser, url, **page_options):
+    """Load a page; return (page, problems) where problems lists JS errors and failed or external requests.
+
+    page_options: for ``browser.new_page`` (e.g. ``reduced_motion="reduce"``)."""
+    page = browser.new_page(**page_options)
     problems = []
     page.on("pageerror", lambda e: problems.append(f"JavaScript error: {e}"))
     page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
@@ -158,10 +163,11 @@ def test_page_loads_with_figures_and_widgets(site, browser, name):
         page.wait_for_function("() => Array.from(document.querySelectorAll('.cell_output img'))"
                                ".every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
         # every widget is rendered from its saved state by the self-hosted html-manager and anywidget
-        # (every control of each is driven by tests/test_site_widgets.py)
+        # (every control of each is driven by tests/test_site_widgets.py, every animation by
+        # tests/test_book_animations.py)
         page.wait_for_function(f"() => document.querySelectorAll('.cell_output .course-widget')"
                                f".length >= {n_widgets}", timeout=30000)
-        rendered = page.locator(".cell_output .course-widget .cw-body").all_inner_texts()
+        rendered = page.locator(".cell_output .course-widget").all_inner_texts()
         assert len(rendered) >= n_widgets and all(t.strip() for t in rendered), "a widget rendered empty"
         page.wait_for_timeout(300)
         assert not problems, problems
@@ -270,3 +276,65 @@ def test_launch_buttons_open_the_chapters_notebook(site, name):
     org_repo = url.rstrip("/")
     assert f"https://colab.research.google.com/github/{org_repo}/blob/main/book/{name}.ipynb" in page
     assert f"https://mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/book/{name}.ipynb" in page
+
+
+# ---------------------------------------------------------------------- the committed notebooks in JupyterLab
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a copy of the chapters, trusted as `make lab` and Binder's postBuild trust them,
+    with its own data and runtime folders (so the machine's trust database is never touched)."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    root = tmp_path_factory.mktemp("lab")
+    for name in ("02_training", "05_layers"):
+        shutil.copy(BOOK / f"{name}.ipynb", root / f"{name}.ipynb")
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(root / ".data"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"))
+    subprocess.run([str(jupyter), "trust", *map(str, root.glob("*.ipynb"))], check=True, env=env, capture_output=True)
+    port = _free_port()
+    log = root / "lab.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+                                 "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+                                 "--LabApp.news_url=", "--LabServerApp.extra_labextensions_path=[]", "--allow-root"],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"jupyter lab did not start: {log.read_text()}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("name", ["02_training", "05_layers"])
+def test_committed_widgets_render_in_jupyterlab_before_any_cell_runs(lab, browser, name):
+    n_widgets = sum(WIDGET_VIEW in o.get("data", {}) for o in _outputs(_nb(name)))
+    page = browser.new_page(viewport={"width": 1200, "height": 2400})
+    external = []
+    page.on("request", lambda r: not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:", "ws://127.0.0.1"))
+            and external.append(r.url))
+    try:
+        page.goto(f"{lab}/lab/tree/{name}.ipynb", timeout=90000)
+        # JupyterLab renders a notebook's cells lazily as they scroll into view: walk down the notebook
+        seen = 0
+        for _ in range(60):
+            seen = max(seen, page.locator(".course-widget").count())
+            if seen >= n_widgets:
+                break
+            page.mouse.wheel(0, 1500)
+            page.wait_for_timeout(500)
+        assert seen >= n_widgets > 0, f"{seen} of {n_widgets} widgets rendered from the saved state"
+        assert page.locator(".jp-CodeCell .jp-InputArea-prompt:has-text('[*]')").count() == 0  # nothing ran
+        assert not [u for u in external if "127.0.0.1" not in u], external
+    finally:
+        page.close()

@@ -14,6 +14,7 @@ widget                     pure function(s)                            chapter  
 ``XRayViewer``             ``logit_lens_table``, ``xray``              5        the model, in the page
 ``AttentionExplorer``      ``attention_summary``                       6        the page
 ``SamplingExplorer``       ``sampling_table``                          7        the page
+``Animation``              ``frames.*`` (one function per chapter)     1-8      the page (a player)
 =========================  ==========================================  =======  =====================
 """
 from .attention_explorer import AttentionExplorer, attention_summary  # noqa: F401
@@ -23,3 +24,5 @@ from .sampling import SamplingExplorer, sampling_table  # noqa: F401
 from .sliding_window import SlidingWindowExplorer, sliding_window_examples  # noqa: F401
 from .tokenizer import TokenizerPlayground, tokenize_report  # noqa: F401
 from .xray import XRayViewer, logit_lens_table, xray  # noqa: F401
+from . import frames  # noqa: F401
+from .animation import Animation  # noqa: F401

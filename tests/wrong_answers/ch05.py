@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from engine.layers import layernorm_forward, merge_heads, mlp_forward, self_attention_forward, split_heads
+from engine.layers import BlockShape, layernorm_forward, merge_heads, mlp_forward, self_attention_forward, split_heads
 
 
 def ln_sample_var(x, g, b, eps=1e-5):
@@ -72,7 +72,7 @@ def mlp_relu(x, p):
 
 
 def sa_one_head(x, p, n_head):  # ignores n_head: one big head
-    return self_attention_forward(x, p, 1)[0]
+    return self_attention_forward(x, p, BlockShape(1))[0]
 
 
 def _ln(x, q):
@@ -80,17 +80,17 @@ def _ln(x, q):
 
 
 def block_post_ln(x, p, n_head):
-    x = _ln(x + self_attention_forward(x, p["attn"], n_head)[0], p["ln_1"])
+    x = _ln(x + self_attention_forward(x, p["attn"], BlockShape(n_head))[0], p["ln_1"])
     return _ln(x + mlp_forward(x, p["mlp"])[0], p["ln_2"])
 
 
 def block_parallel(x, p, n_head):  # MLP reads x instead of the stream after attention
-    a = self_attention_forward(_ln(x, p["ln_1"]), p["attn"], n_head)[0]
+    a = self_attention_forward(_ln(x, p["ln_1"]), p["attn"], BlockShape(n_head))[0]
     return x + a + mlp_forward(_ln(x, p["ln_2"]), p["mlp"])[0]
 
 
 def block_no_residual(x, p, n_head):
-    a = self_attention_forward(_ln(x, p["ln_1"]), p["attn"], n_head)[0]
+    a = self_attention_forward(_ln(x, p["ln_1"]), p["attn"], BlockShape(n_head))[0]
     h = x + a
     return a + mlp_forward(_ln(h, p["ln_2"]), p["mlp"])[0]
 
@@ -180,7 +180,7 @@ def block_qkv_order(x, p, n_head):
 def block_ln_no_bias(x, p, n_head):
     def ln(y, q):
         return _ln(y, {"g": q["g"], "b": np.zeros_like(q["b"])})
-    h = x + self_attention_forward(ln(x, p["ln_1"]), p["attn"], n_head)[0]
+    h = x + self_attention_forward(ln(x, p["ln_1"]), p["attn"], BlockShape(n_head))[0]
     return h + mlp_forward(ln(h, p["ln_2"]), p["mlp"])[0]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...attention import attention_mask, masked_attention_forward
 from ... import decoder as engine_decoder  # the one decoder pass: it calls block_forward per layer
-from ...layers import (block_forward, gelu_forward, layernorm_forward, merge_heads, mlp_forward,
+from ...layers import (BlockShape, block_forward, gelu_forward, layernorm_forward, merge_heads, mlp_forward,
                        self_attention_forward, split_heads)
 from ..tasks import task
 from ..runner import Fail, as_array, call, close
@@ -344,9 +344,9 @@ sa = task("self_attention", CH, "Multi-head causal self-attention", "self_attent
 
 def _sa_case(f, x, p, H, hint=""):
     got = call(f, x, p, H, name="self_attention", arg_names=["x", "p", "n_head"])
-    want = self_attention_forward(x, p, H)[0]
+    want = self_attention_forward(x, p, BlockShape(H))[0]
     found = diagnose(got, want, _sa_mistakes(x, p, H), rtol=1e-6, atol=1e-9)
-    if not found and H > 1 and matches(got, self_attention_forward(x, p, 1)[0]):
+    if not found and H > 1 and matches(got, self_attention_forward(x, p, BlockShape(1))[0]):
         found = "use n_head heads of D = C / n_head each (you attended with one head of size C)"
     close(got, want, f"self_attention(x {x.shape}, p, n_head={H})", rtol=1e-6, atol=1e-9, hint=found or hint)
 
@@ -372,20 +372,20 @@ blk = task("block", CH, "A whole pre-LN decoder block, inside the engine", "bloc
 
 def _block_case(f, x, p, H):
     got = call(f, x, p, H, name="block", arg_names=["x", "p", "n_head"])
-    want = block_forward(x, p, H)[0]
+    want = block_forward(x, p, BlockShape(H))[0]
     hint = ""
 
     def post_ln():
-        y = layernorm_forward(x + self_attention_forward(x, p["attn"], H)[0], p["ln_1"])[0]
+        y = layernorm_forward(x + self_attention_forward(x, p["attn"], BlockShape(H))[0], p["ln_1"])[0]
         return layernorm_forward(y + mlp_forward(y, p["mlp"])[0], p["ln_2"])[0]
 
     if matches(got, post_ln()):
         hint = "that is a post-LN block (the original Transformer); GPT-2/3 normalise *before* each sub-block: x + attn(ln_1(x))"
     else:
-        a = x + self_attention_forward(layernorm_forward(x, p["ln_1"])[0], p["attn"], H)[0]
+        a = x + self_attention_forward(layernorm_forward(x, p["ln_1"])[0], p["attn"], BlockShape(H))[0]
         if matches(got, a + mlp_forward(layernorm_forward(x, p["ln_2"])[0], p["mlp"])[0]):
             hint = "the MLP must read the stream *after* the attention was added: h = x + attn(...); then h + mlp(ln_2(h))"
-        elif matches(got, self_attention_forward(layernorm_forward(x, p["ln_1"])[0], p["attn"], H)[0]
+        elif matches(got, self_attention_forward(layernorm_forward(x, p["ln_1"])[0], p["attn"], BlockShape(H))[0]
                      + mlp_forward(layernorm_forward(a, p["ln_2"])[0], p["mlp"])[0]):
             hint = "keep the residual connection: add each sub-block's output to x"
         else:

@@ -10,7 +10,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k === "style" && typeof v === "object") Object.assign(e.style, v);
     else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat(Infinity)) {
+  for (const c of children.flat(Infinity)) {  // nested lists of children too (rows of [span, " "])
     if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
