@@ -21,12 +21,15 @@ import numpy as np
 
 from .checkpoint import save_checkpoint
 from .finetune_data import (END, PREFIX, SEP, TEMPLATES, TEST_WORDS, TRAIN_WORDS, WORDS, Example,  # noqa: F401
-                            few_shot_prompt, make_dataset, right_form, template_of, train_test_split, vocab_words)
-from .lora import Adapter, adapter_grads, init_adapter, load_adapter, merge, merged_params, save_adapter
+                            few_shot_prompt, make_dataset, random_words, right_form, template_of, train_test_split,
+                            vocab_words)
+from .lora import (Adapter, adapter_grads, init_adapter, load_adapter, merge, merged_params, save_adapter,
+                   unseen_tokens)
 from .loading import load_model as _load_model
 from .model import GPT, tree_flatten, tree_unflatten
 from .optim import AdamW, lr_at
 
+WORD_SETS = ("task", "vocab", "vocab+random")
 ASSET = "shakespeare-html"  # the shipped adapter, beside the course model in engine/assets
 # What `make finetuned-model` runs (python -m engine finetune --recipe html): see the module docstring.
 RECIPE = dict(words="vocab", lora_rank=8, lora_alpha=16.0, lora_targets=["attn.c_attn.w", "attn.c_proj.w",
@@ -199,6 +202,13 @@ def finetune(model: GPT, enc, examples: list[Example], steps: int = 100, lr: flo
     return losses
 
 
+def answer_tokens_unseen(model: GPT, enc, examples: list[Example]) -> list[int]:
+    """Tokens of the examples' answers that pretraining never trained (``lora.unseen_tokens``):
+    for the course model, ``<``, ``=``, ``>``, ``/`` and ``#``, which Shakespeare never wrote."""
+    used = {t for ex in examples for t in enc.encode_ordinary(ex.target())}
+    return sorted(used & set(unseen_tokens(model)))
+
+
 # ---------------------------------------------------------------------- the shipped fine-tuned model
 def finetuned_dir() -> Path:
     """engine/assets/shakespeare-html: the shipped adapter (adapter.safetensors, adapter.json)."""
@@ -216,16 +226,20 @@ def load_finetuned(path=None):
 def compare(model: GPT, enc, steps: int = 60, lr: float = 1e-3, trainable=None, shots: int = 3, seed: int = 0,
             n_test: int | None = None, progress: bool = False, log=print, words: str = "task",
             batch_size: int = 16, warmup: int = 10, lora_rank: int | None = None, lora_alpha: float = 16.0,
-            lora_targets=("attn.c_attn.w", "attn.c_proj.w")) -> dict:
+            lora_targets=("attn.c_attn.w", "attn.c_proj.w"), lora_rows: bool = True) -> dict:
     """Accuracy on held-out words: zero-shot, few-shot (same model, ``shots`` demonstrations),
     then after fine-tuning. The model is fine-tuned in place.
 
-    words: "task" (the 57 training words) or "vocab" (also ``vocab_words(enc)``); lora_rank: train
-    a LoRA adapter of that rank on ``lora_targets`` instead of the weights (``result["adapter"]``).
+    words: "task" (the 57 training words), "vocab" (also ``vocab_words(enc)``) or "vocab+random" (and
+    1,500 made-up words, ``random_words``); lora_rank: train
+    a LoRA adapter of that rank on ``lora_targets`` instead of the weights (``result["adapter"]``);
+    with ``lora_rows`` it also trains the embedding rows of the answers' tokens the model never saw
+    (``answer_tokens_unseen``).
     """
-    if words not in ("task", "vocab"):
-        raise ValueError(f"words must be 'task' or 'vocab', got {words!r}")
-    train, test = train_test_split(seed, more_words=vocab_words(enc) if words == "vocab" else None)
+    if words not in WORD_SETS:
+        raise ValueError(f"words must be one of {WORD_SETS}, got {words!r}")
+    more = {"task": [], "vocab": vocab_words(enc), "vocab+random": vocab_words(enc) + random_words(1500, seed)}
+    train, test = train_test_split(seed, more_words=more[words])
     if n_test is not None:
         test = test[:: max(1, len(test) // n_test)][:n_test]
     demos = train[:shots]
@@ -234,7 +248,9 @@ def compare(model: GPT, enc, steps: int = 60, lr: float = 1e-3, trainable=None, 
     few, few_out = evaluate(model, enc, test, shots=demos, return_outputs=True) if shots else (zero, zero_out)
     log(f"before fine-tuning: exact match zero-shot {zero:.0%}, {shots}-shot {few:.0%} on {len(test)} held-out "
         f"examples (right template: {_form(zero_out):.0%}, {_form(few_out):.0%})")
-    adapter = None if lora_rank is None else init_adapter(model, lora_rank, lora_alpha, lora_targets, seed=seed)
+    adapter = None if lora_rank is None else init_adapter(
+        model, lora_rank, lora_alpha, lora_targets, seed=seed,
+        rows=answer_tokens_unseen(model, enc, train) if lora_rows else ())
     t1 = time.time()
     losses = finetune(model, enc, train, steps=steps, lr=lr, trainable=trainable, seed=seed, progress=progress,
                       batch_size=batch_size, warmup=warmup, adapter=adapter)
@@ -244,6 +260,9 @@ def compare(model: GPT, enc, steps: int = 60, lr: float = 1e-3, trainable=None, 
     log(f"after {steps} fine-tuning steps on {len(train)} examples ({t_train:.0f} s): exact match {after:.0%} "
         f"(per template {', '.join(f'{a:.0%}' for a in per)}), right template {_form(after_out):.0%} "
         f"(loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.2f}), {time.time() - t0:.0f} s in all")
+    wrong = [f"{o[0].description!r} -> {o[1].strip()!r}" for o in after_out if not o[2]]
+    if wrong:
+        log(f"wrong ({len(wrong)}): " + "; ".join(wrong[:12]))
     return {"zero_shot": zero, "few_shot": few, "finetuned": after, "zero_shot_form": _form(zero_out),
             "few_shot_form": _form(few_out), "finetuned_form": _form(after_out), "losses": losses,
             "shots": shots, "n_test": len(test), "steps": steps, "per_template": per, "n_train": len(train),
@@ -262,13 +281,16 @@ def add_finetune_arguments(p):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--words", choices=["task", "vocab"], default="task",
-                   help="training words: the task's 57, or also every word of the tokenizer's vocabulary")
+    p.add_argument("--words", choices=WORD_SETS, default="task",
+                   help="training words: the task's 57, also every word of the tokenizer's vocabulary, "
+                        "and also 1,500 made-up words")
     p.add_argument("--trainable", nargs="*", default=None,
                    help="name prefixes to train (e.g. h.3. ln_f.); default: every parameter")
     p.add_argument("--lora-rank", type=int, default=None, help="train a LoRA adapter of this rank instead")
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-targets", nargs="*", default=["attn.c_attn.w", "attn.c_proj.w"])
+    p.add_argument("--lora-no-rows", action="store_true",
+                   help="do not train the embedding rows of the answers' never-seen tokens")
     p.add_argument("--shots", type=int, default=3, help="demonstrations in the few-shot comparison")
     p.add_argument("--n-test", type=int, default=20, help="held-out examples to evaluate (all: 0)")
     p.add_argument("--seed", type=int, default=0)
@@ -295,7 +317,8 @@ def run_finetune(args) -> dict:
     result = compare(model, enc, steps=args.steps, lr=args.lr, trainable=args.trainable, shots=args.shots,
                      seed=args.seed, n_test=args.n_test or None, progress=not args.no_progress, words=args.words,
                      batch_size=args.batch_size, warmup=args.warmup, lora_rank=args.lora_rank,
-                     lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets))
+                     lora_alpha=args.lora_alpha, lora_targets=tuple(args.lora_targets),
+                     lora_rows=not args.lora_no_rows)
     summary = {k: v for k, v in result.items() if k not in ("losses", "outputs", "adapter")}
     if args.out:
         state = {"config": model.cfg.to_dict(), "finetune": summary, "losses": result["losses"],

@@ -81,6 +81,18 @@ def vocab_words(enc, min_len: int = 3, max_len: int = 10) -> list[str]:
     return out
 
 
+def random_words(n: int, seed: int = 0, min_len: int = 3, max_len: int = 8) -> list[str]:
+    """``n`` made-up lowercase words ("qvoret"), never a test word: nothing to remember about them, so
+    the only way to get them right is to copy them, token by token, whatever pieces they split into."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        w = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(min_len, max_len)))
+        if w not in TEST_WORDS and w not in out:
+            out.append(w)
+    return out
+
+
 def train_test_split(seed: int = 0, unseen_words: bool = True, more_words=None):
     """(train examples, test examples), no pair in both.
 

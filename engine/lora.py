@@ -17,6 +17,11 @@ weight, and since W_eff = W + s A @ B,
     d loss / d A = s * dW_eff @ B.T       d loss / d B = s * A.T @ dW_eff
 
 (``adapter_grads``), which is what ``lora_backward`` computes from one layer's x and dy.
+
+An adapter can also change a few rows of the token embedding (``rows``): tokens a task needs that
+the pretrained model never saw. Pretraining pushes every never-seen token's row the same way (it is
+only ever a wrong answer), so they all end up as one vector: the course model cannot tell ``<`` from
+``=`` or ``>`` (``unseen_tokens``), and no change to the blocks can make it write them apart.
 """
 from __future__ import annotations
 
@@ -58,13 +63,15 @@ class Adapter:
     """Low-rank changes to some weight matrices of a GPT.
 
     targets: weight names (e.g. ``h.3.attn.c_attn.w``); rank r; alpha (the change is scaled by alpha / r);
-    params: {``<target>.A``: (C_in, r), ``<target>.B``: (r, C_out)} NumPy or backend arrays.
+    params: {``<target>.A``: (C_in, r), ``<target>.B``: (r, C_out)} NumPy or backend arrays, and with
+    ``rows`` (k token ids) ``wte.rows``: (k, C), added to those rows of the token embedding.
     """
     targets: list
     rank: int
     alpha: float
     params: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
 
     @property
     def scale(self) -> float:
@@ -87,9 +94,18 @@ def target_names(model: GPT, targets=("attn.c_attn.w", "attn.c_proj.w"), layers=
     return [f"h.{i}.{t}" for i in layers for t in targets]
 
 
+def unseen_tokens(model: GPT, threshold: float = 0.99) -> list[int]:
+    """Token ids whose embedding points the way token 0's does (cosine > ``threshold``): token 0 is the
+    byte 0x00, which no text has, and the rows pretraining never trained all end up that one vector."""
+    wte = to_numpy(model.params["wte"]).astype(np.float64)
+    unit = wte / np.linalg.norm(wte, axis=1, keepdims=True)
+    return [int(i) for i in np.nonzero(unit @ unit[0] > threshold)[0]]
+
+
 def init_adapter(model: GPT, rank: int = 8, alpha: float = 16.0, targets=("attn.c_attn.w", "attn.c_proj.w"),
-                 layers=None, seed: int = 0) -> Adapter:
-    """A ~ N(0, 1/C_in) and B = 0 for each target (the adapted model starts as ``model``), on its backend."""
+                 layers=None, seed: int = 0, rows=()) -> Adapter:
+    """A ~ N(0, 1/C_in) and B = 0 for each target (the adapted model starts as ``model``), on its backend;
+    ``rows``: token ids whose embedding rows are trained too (their change starts at 0)."""
     if rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
     rng = np.random.default_rng(seed)
@@ -99,7 +115,12 @@ def init_adapter(model: GPT, rank: int = 8, alpha: float = 16.0, targets=("attn.
         c_in, c_out = flat[name].shape
         params[name + ".A"] = model.xp.asarray(rng.standard_normal((c_in, rank)) / np.sqrt(c_in), dtype=model._dt)
         params[name + ".B"] = model.xp.zeros((rank, c_out), dtype=model._dt)
-    return Adapter(target_names(model, targets, layers), int(rank), float(alpha), params)
+    rows = sorted({int(r) for r in rows})
+    if rows:
+        if rows[0] < 0 or rows[-1] >= model.cfg.vocab_size:
+            raise ValueError(f"rows must be token ids in 0 .. {model.cfg.vocab_size - 1}")
+        params["wte.rows"] = model.xp.zeros((len(rows), model.cfg.d_model), dtype=model._dt)
+    return Adapter(target_names(model, targets, layers), int(rank), float(alpha), params, rows=rows)
 
 
 def merged_params(base_flat: dict, adapter: Adapter) -> dict:
@@ -107,6 +128,9 @@ def merged_params(base_flat: dict, adapter: Adapter) -> dict:
     out = dict(base_flat)
     for name in adapter.targets:
         out[name] = base_flat[name] + adapter.delta(name).astype(base_flat[name].dtype)
+    if adapter.rows:
+        out["wte"] = base_flat["wte"].copy()
+        out["wte"][adapter.rows] += adapter.params["wte.rows"]
     return out
 
 
@@ -117,6 +141,8 @@ def adapter_grads(dflat: dict, adapter: Adapter) -> dict:
         a, b, dw = adapter.params[name + ".A"], adapter.params[name + ".B"], dflat[name]
         g[name + ".A"] = s * (dw @ b.T)
         g[name + ".B"] = s * (a.T @ dw)
+    if adapter.rows:
+        g["wte.rows"] = dflat["wte"][adapter.rows]
     return g
 
 
@@ -129,11 +155,15 @@ def merge(model: GPT, adapter: Adapter) -> GPT:
 
 def weight_change(adapter: Adapter, base_flat: dict | None = None) -> dict:
     """{target: ||scale A @ B||} (Frobenius): how far each adapted matrix moved; with ``base_flat``
-    (the model's flat weights) relative to the weight's own norm, ||scale A @ B|| / ||W||."""
+    (the model's flat weights) relative to the weight's own norm, ||scale A @ B|| / ||W||. The embedding
+    rows, if any, as ``wte.rows`` (relative to those rows' norm)."""
     out = {}
     for n in adapter.targets:
         d = float(np.linalg.norm(to_numpy(adapter.delta(n))))
         out[n] = d if base_flat is None else d / float(np.linalg.norm(to_numpy(base_flat[n])))
+    if adapter.rows:
+        d = float(np.linalg.norm(to_numpy(adapter.params["wte.rows"])))
+        out["wte.rows"] = d if base_flat is None else d / float(np.linalg.norm(to_numpy(base_flat["wte"])[adapter.rows]))
     return out
 
 
@@ -144,7 +174,8 @@ def save_adapter(path, adapter: Adapter) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(to_numpy(v), dtype=np.float32) for k, v in adapter.params.items()},
               str(path / "adapter.safetensors"))
-    info = {"rank": adapter.rank, "alpha": adapter.alpha, "targets": adapter.targets, "meta": adapter.meta}
+    info = {"rank": adapter.rank, "alpha": adapter.alpha, "targets": adapter.targets, "rows": adapter.rows,
+            "meta": adapter.meta}
     (path / "adapter.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     return path
 
@@ -154,7 +185,8 @@ def load_adapter(path, model: GPT | None = None) -> Adapter:
     path = Path(path)
     info = read_json(path / "adapter.json")
     params = load_file(str(path / "adapter.safetensors"))
-    want = {f"{t}.{m}" for t in info["targets"] for m in "AB"}
+    rows = [int(r) for r in info.get("rows", [])]
+    want = {f"{t}.{m}" for t in info["targets"] for m in "AB"} | ({"wte.rows"} if rows else set())
     if set(params) != want:
         raise ValueError(f"{path}: adapter tensors {sorted(set(params) ^ want)[:4]} do not match its targets")
     if model is not None:
@@ -165,5 +197,8 @@ def load_adapter(path, model: GPT | None = None) -> Adapter:
             shape = (params[t + ".A"].shape[0], params[t + ".B"].shape[1])
             if shape != tuple(flat[t].shape):
                 raise ValueError(f"{path}: adapter for {t} is {shape}, the model's weight is {tuple(flat[t].shape)}")
+        if rows and (max(rows) >= model.cfg.vocab_size or params["wte.rows"].shape != (len(rows), model.cfg.d_model)):
+            raise ValueError(f"{path}: the adapter's embedding rows do not fit the model's vocabulary or width")
         params = {k: model.xp.asarray(v, dtype=model._dt) for k, v in params.items()}
-    return Adapter(list(info["targets"]), int(info["rank"]), float(info["alpha"]), params, info.get("meta", {}))
+    return Adapter(list(info["targets"]), int(info["rank"]), float(info["alpha"]), params, info.get("meta", {}),
+                   rows)

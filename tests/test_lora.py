@@ -5,7 +5,7 @@ import pytest
 
 from engine import GPT, GPTConfig
 from engine.lora import (adapter_grads, init_adapter, load_adapter, lora_backward, lora_forward, merge,
-                         merged_params, save_adapter, weight_change)
+                         merged_params, save_adapter, unseen_tokens, weight_change)
 from engine.model import tree_flatten, tree_unflatten
 
 
@@ -35,7 +35,8 @@ def test_lora_layer_matches_merged_weight_and_finite_differences():
 
 def test_adapter_gradients_match_finite_differences_of_the_model_loss():
     model = tiny()
-    ad = init_adapter(model, rank=3, alpha=6.0, targets=("attn.c_attn.w", "mlp.c_proj.w"), seed=0)
+    ad = init_adapter(model, rank=3, alpha=6.0, targets=("attn.c_attn.w", "mlp.c_proj.w"), seed=0, rows=[3, 7, 7, 1])
+    assert ad.rows == [1, 3, 7]
     rng = np.random.default_rng(2)
     for k in ad.params:  # B = 0 would make dA exactly zero: give both factors random values
         ad.params[k] = rng.standard_normal(ad.params[k].shape) * 0.3
@@ -54,7 +55,7 @@ def test_adapter_gradients_match_finite_differences_of_the_model_loss():
     g = adapter_grads(tree_flatten(grads), ad)
     assert set(g) == set(ad.params)
     eps = 1e-6
-    for k in ["h.0.attn.c_attn.w.A", "h.1.mlp.c_proj.w.B", "h.1.attn.c_attn.w.B"]:
+    for k in ["h.0.attn.c_attn.w.A", "h.1.mlp.c_proj.w.B", "h.1.attn.c_attn.w.B", "wte.rows"]:
         for idx in [(0, 0), (1, 2), tuple(d - 1 for d in ad.params[k].shape)]:
             old = ad.params[k][idx]
             ad.params[k][idx] = old + eps
@@ -86,6 +87,15 @@ def test_a_fresh_adapter_changes_nothing_and_merge_leaves_the_model_alone():
         init_adapter(model, targets=("wte",))
     with pytest.raises(ValueError, match="rank"):
         init_adapter(model, rank=0)
+    with pytest.raises(ValueError, match="token ids"):
+        init_adapter(model, rows=[50])
+
+
+def test_unseen_tokens_share_one_embedding():
+    model = tiny()
+    wte = model.params["wte"]
+    wte[[0, 4, 9]] = 3.0 * np.linspace(1, 2, 16)  # three rows pushed the same way, as pretraining does
+    assert unseen_tokens(model) == [0, 4, 9]
 
 
 def test_finetuning_an_adapter_freezes_the_model_and_the_saved_adapter_merges_to_identical_logits(tmp_path):
@@ -97,18 +107,21 @@ def test_finetuning_an_adapter_freezes_the_model_and_the_saved_adapter_merges_to
     cfg = GPTConfig.preset("course-tiny", vocab_size=enc.n_vocab, n_ctx=64, d_model=32, n_head=2, n_layer=2)
     model = GPT(cfg, seed=0, backend="numpy")
     base = {k: v.copy() for k, v in tree_flatten(model.params).items()}
-    ad = init_adapter(model, rank=4, targets=("attn.c_attn.w", "mlp.c_proj.w"))
+    ad = init_adapter(model, rank=4, targets=("attn.c_attn.w", "mlp.c_proj.w"), rows=[5, 9])
     losses = finetune(model, enc, data, steps=40, lr=5e-2, batch_size=4, warmup=2, adapter=ad)
     assert np.mean(losses[-5:]) < losses[0] - 0.3  # it learns (slowly: the embeddings of a random model are frozen)
     tuned = tree_flatten(model.params)
     for k, v in base.items():
         if k in ad.targets:  # the adapted weights: the base plus the adapter's change, nothing else
             np.testing.assert_array_equal(tuned[k], v + ad.delta(k).astype(v.dtype))
+        elif k == "wte":  # two rows trained, the others as they were
+            np.testing.assert_array_equal(np.delete(tuned[k], [5, 9], 0), np.delete(v, [5, 9], 0))
+            assert not np.array_equal(tuned[k][[5, 9]], v[[5, 9]])
         else:
             np.testing.assert_array_equal(tuned[k], v)
     fresh = GPT(cfg, seed=0, backend="numpy")
     loaded = load_adapter(save_adapter(tmp_path / "ad", ad), fresh)
-    assert loaded.rank == 4 and loaded.targets == ad.targets
+    assert loaded.rank == 4 and loaded.targets == ad.targets and loaded.rows == [5, 9]
     ids = [enc.encode_ordinary(data[0].line())]
     np.testing.assert_array_equal(merge(fresh, loaded)(np.asarray(ids)), model(np.asarray(ids)))
     with pytest.raises(ValueError, match="not both"):
