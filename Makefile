@@ -95,7 +95,7 @@ course-model: $(STAMP)
 	$(PY) -c "from engine.pretrained import export; export('runs/shakespeare', average=5, calibrate=48)"
 
 # Chapter 8's fine-tuned model: a LoRA adapter of the course model for the description -> HTML task
-# (engine/assets/shakespeare-html; the recipe is engine.finetune.RECIPE), about RECIPE_MINUTES minutes on one core.
+# (engine/assets/shakespeare-html; the recipe is engine.finetune.RECIPE), about 6 minutes on one core.
 # tests/test_finetune.py recomputes its accuracy on the held-out words.
 finetuned-model: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m engine finetune --recipe html --no-progress --adapter-out engine/assets/shakespeare-html

@@ -93,6 +93,22 @@ def random_words(n: int, seed: int = 0, min_len: int = 3, max_len: int = 8) -> l
     return out
 
 
+def piece_words(enc, n: int, seed: int = 0, max_pieces: int = 3) -> list[str]:
+    """``n`` made-up words glued from 1 .. ``max_pieces`` random lowercase tokens of the vocabulary
+    that have no leading space ("ance" + "ord"), never a test word. A word in quotes is split into such
+    pieces, and some of them are rare in the pretraining text: each of them gets practice being copied."""
+    pieces = sorted({s for s in (enc.decode([t]) for t in range(enc.n_vocab)) if re.fullmatch("[a-z]+", s)})
+    rng = random.Random(seed)
+    out: set[str] = set()
+    words: list[str] = []
+    while len(words) < n:
+        w = "".join(rng.choice(pieces) for _ in range(rng.randint(1, max_pieces)))
+        if w not in TEST_WORDS and w not in out and len(w) <= 12:
+            out.add(w)
+            words.append(w)
+    return words
+
+
 def train_test_split(seed: int = 0, unseen_words: bool = True, more_words=None):
     """(train examples, test examples), no pair in both.
 

@@ -113,6 +113,15 @@ def test_vocab_words_are_many_and_never_test_words():
         train_test_split(unseen_words=False, more_words=words)
 
 
+def test_random_words_are_reproducible_new_and_never_test_words():
+    from engine.finetune import random_words
+
+    words = random_words(300, seed=1)
+    assert words == random_words(300, seed=1) and words != random_words(300, seed=2)
+    assert len(set(words)) == 300 and not set(words) & set(TEST_WORDS)
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 8 for w in words)
+
+
 def test_word_span_finds_the_word_in_the_description_and_the_answer(enc):
     from engine.finetune import word_span
 
@@ -140,7 +149,7 @@ def test_adapter_finetuning_leaves_the_shipped_weights_alone():
 
 def test_the_shipped_adapter_does_the_task_on_held_out_words():
     """Recomputes the accuracy of the shipped fine-tuned model (engine/assets/shakespeare-html)."""
-    from engine.finetune import by_template, load_finetuned
+    from engine.finetune import RECIPE, by_template, load_finetuned
 
     model, enc, adapter = load_finetuned()
     _, test = train_test_split()
@@ -148,6 +157,7 @@ def test_the_shipped_adapter_does_the_task_on_held_out_words():
     per = by_template(outputs)
     wrong = [(o[0].description, o[1]) for o in outputs if not o[2]]
     assert acc >= 0.8 and min(per) >= 0.8, (acc, per, wrong)
+    assert adapter.meta["recipe"] == RECIPE  # made by `make finetuned-model` (python -m engine finetune --recipe html)
     recorded = adapter.meta["result"]
     assert abs(acc - recorded["finetuned"]) <= 1 / len(test) + 1e-9, (acc, recorded["finetuned"])
     assert adapter.n_params() < 0.1 * model.n_params()  # small beside the model
