@@ -115,7 +115,12 @@ def test_answers_that_call_the_engine_are_refused_and_the_function_named(tmp_pat
 def test_a_notebook_cannot_reach_another_submission(tmp_path):
     # graded together: the first reads its parent's command line (and its parent's), and overwrites
     # every other notebook it finds there and in its working folder with an unsolved copy
-    seen = tmp_path / "seen.json"
+    import shutil
+    import tempfile
+
+    box = Path(tempfile.mkdtemp())  # where the attacker reports what it saw: learner code may run as nobody
+    os.chmod(box, 0o777)
+    seen = box / "seen.json"
     (tmp_path / "victim").mkdir()
     victim = _notebook(tmp_path / "victim" / "06_sparse_attention.ipynb", [BANDED])
     digest = hashlib.sha256(victim.read_bytes()).hexdigest()
@@ -140,11 +145,15 @@ def test_a_notebook_cannot_reach_another_submission(tmp_path):
     reports = json.loads(r.stdout)
     assert [rep["score"] for rep in reports] == [0, 2]  # the victim keeps its marks
     info = json.loads(seen.read_text())
+    shutil.rmtree(box)
     assert str(victim) in info["found"]  # walking up to the command that named both, the attack found it
     assert str(victim) not in " ".join(info["parent"]) and "victim" not in " ".join(info["parent"])
     assert all(str(tmp_path) not in a for a in info["parent"])  # the parent names only the private copy
     assert not info["cwd"].startswith(str(tmp_path))
-    if hashlib.sha256(victim.read_bytes()).hexdigest() != digest:  # only possible when not dropping to nobody
+    from engine.grader.kernel import unprivileged_user
+    if unprivileged_user()[0]:  # as root: learner code is nobody, who cannot write the grader's files
+        assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest and "changed on disk" not in r.stderr
+    elif hashlib.sha256(victim.read_bytes()).hexdigest() != digest:  # the same user: it could, and we say so
         assert "changed on disk while grading" in r.stderr
 
 
@@ -213,20 +222,110 @@ def test_the_graded_file_is_only_read(tmp_path):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
-def test_learner_code_runs_unprivileged_when_the_grader_is_root(tmp_path):
+def _dropping():
     from engine.grader.kernel import unprivileged_user
 
     user, why = unprivileged_user()
     if os.geteuid() != 0:
         assert user is None and "not running as root" in why
-        pytest.skip("not root: learner code runs as the grader's own user")
-    if user is None:
-        assert "runs as root" in why  # the report says so (e.g. Python's files unreadable for nobody)
-        pytest.skip(why)
-    import pwd
+        pytest.skip("the grader is not root: learner code runs as the grader's own user, there is nothing to drop")
+    assert user is not None, why  # as root it must work, also where Python lives under /root (mode 0700)
+    return user
 
-    path = _notebook(tmp_path / "who.ipynb", ["import os\nrobot_ids = [os.getuid()]\nspace_robot_ids = [0]\n"
+
+PROBE = """import json, os, resource
+def attempt(what, f, *a):
+    try:
+        f(*a)
+        out[what] = 'done'
+    except (OSError, ValueError) as e:
+        out[what] = type(e).__name__
+def write(p):
+    open(p, 'a').close()
+out = {'uid': os.getuid(), 'ids': [*os.getresuid(), *os.getresgid(), *os.getgroups()]}
+attempt('setuid 0', os.setuid, 0)
+attempt('setgid 0', os.setgid, 0)
+for name, p in PATHS.items():
+    attempt('write ' + name, write, p)
+attempt('read other copy', lambda: open(PATHS['other copy']).read())
+attempt('list other folder', os.listdir, os.path.dirname(PATHS['other copy']))
+attempt('list other outer', os.listdir, os.path.dirname(os.path.dirname(PATHS['other copy'])))
+attempt('read own connection file', lambda: open(open('/proc/self/cmdline').read().split(chr(0))[-2]).read())
+attempt('raise memory cap', resource.setrlimit, resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+out['memory cap'] = resource.getrlimit(resource.RLIMIT_AS)[0]
+print(json.dumps(out))
+"""
+
+
+def test_learner_code_runs_unprivileged_when_the_grader_is_root(tmp_path):
+    import pwd
+    import threading
+    import time
+
+    user = _dropping()
+    # another submission graded at the same time, as the same user: its kernel waits in a cell
+    (tmp_path / "other").mkdir()
+    other = _notebook(tmp_path / "other" / "06_sparse_attention.ipynb", [BANDED, "import time\ntime.sleep(30)"])
+    before = set(Path("/tmp").glob("engine-grader-*"))
+    done = {}
+    t = threading.Thread(target=lambda: done.update(rep=grade_notebook(other, cell_timeout=40, call_timeout=3,
+                                                                       tasks=["banded_mask"])))
+    t.start()
+    copy = None
+    for _ in range(600):  # the other kernel's private copy, as root sees it, once given to its kernel's group
+        found = [p for d in set(Path("/tmp").glob("engine-grader-*")) - before for p in d.glob("*/*.ipynb")]
+        if found and found[0].stat().st_gid != 0:
+            copy = found[0]
+            break
+        time.sleep(0.1)
+    assert copy is not None
+    paths = {"other copy": str(copy), "other notebook": str(other), "graded file": str(tmp_path / "who.ipynb"),
+             "grader folder": str(tmp_path / "planted"), "other folder": str(copy.parent / "planted"),
+             "own outer folder": "../planted"}
+    path = _notebook(tmp_path / "who.ipynb", [f"PATHS = {paths!r}\n" + PROBE,
+                                              "import os\nrobot_ids = [os.getuid()]\nspace_robot_ids = [0]\n"
                                               "robot_answer = 'B'"])
-    rep = grade_notebook(path, cell_timeout=20, call_timeout=3, tasks=["robot"])
-    assert "unprivileged user" in rep["isolation"]
-    assert f"are not [{pwd.getpwnam(user).pw_uid}]" in rep["results"][0]["message"]  # the kernel's own uid
+    digests = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (path, other, copy)}
+    rep = grade_notebook(path, cell_timeout=20, call_timeout=3, tasks=["robot"], memory_mb=3000,
+                         return_notebook=True)
+    unchanged = all(hashlib.sha256(Path(p).read_bytes()).hexdigest() == d for p, d in digests.items())
+    t.join()  # (the other copy is removed once its notebook is graded)
+    assert rep["cell_errors"] == [] and "unprivileged user" in rep["isolation"]
+    out = json.loads(rep["executed"].cells[0].outputs[0]["text"])
+    pw = pwd.getpwnam(user)
+    assert out["uid"] == pw.pw_uid != 0 and 0 not in out["ids"]
+    assert out["setuid 0"] == out["setgid 0"] == "PermissionError"
+    refused = {k: v for k, v in out.items() if k.startswith(("write", "read", "list"))}
+    assert len(refused) == 10 and set(refused.values()) == {"PermissionError"}, refused
+    assert out["raise memory cap"] == "ValueError" and out["memory cap"] == 3000 * 2 ** 20
+    assert f"are not [{pw.pw_uid}]" in rep["results"][0]["message"]  # the graded call ran as that user too
+    assert unchanged and not (tmp_path / "planted").exists()
+    assert done["rep"]["score"] == get_task("banded_mask").points  # the other one keeps its marks
+
+
+def test_a_forking_learner_is_capped_after_the_drop(tmp_path):
+    import tempfile
+    import time
+
+    _dropping()
+    box = Path(tempfile.mkdtemp())  # the escaped process writes its pid here
+    os.chmod(box, 0o777)
+    path = _notebook(tmp_path / "forks.ipynb", [
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        f"        open({str(box / 'pid')!r}, 'w').write(str(os.getpid()))\n        time.sleep(120)\n"
+        "    os._exit(0)",  # a process in a session of its own, outside the kernel's process group
+        "import os, time\nkids, error = 0, None\n"
+        "while kids < 2000:\n    try:\n        pid = os.fork()\n    except OSError as e:\n"
+        "        error = type(e).__name__\n        break\n    if pid == 0:\n        time.sleep(120)\n"
+        "        os._exit(0)\n    kids += 1\nprint(kids, error)",
+        GELU,
+    ])
+    rep = grade_notebook(path, cell_timeout=60, call_timeout=3, tasks=["gelu"], return_notebook=True)
+    kids, error = rep["executed"].cells[1].outputs[0]["text"].split()
+    assert int(kids) < 256 and error == "BlockingIOError"  # RLIMIT_NPROC, counted for the user
+    assert _full(rep, "gelu")
+    pid = int((box / "pid").read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    (box / "pid").unlink()
+    box.rmdir()

@@ -238,7 +238,22 @@ def check_xray(page, w, state):
     return {"prompt", "layer", "head"}
 
 
-CHECKS = {"cw-sliding-window": check_sliding_window, "cw-tokenizer": check_tokenizer,
+def check_animation(page, w, state):
+    # the player's controls (tests/test_book_animations.py checks every frame's content against the engine)
+    n = len(state["frames"])
+    w.scroll_into_view_if_needed()  # it starts playing once seen: wait for that, then pause it
+    page.wait_for_function("(i) => document.querySelector(`[data-test-index='${i}']`).dataset.playing === 'true'",
+                           arg=w.get_attribute("data-test-index"), timeout=10000)
+    w.locator('button[data-action="play"]').click()
+    assert w.get_attribute("data-playing") == "false"
+    for k in (n - 1, 0, n // 2):
+        _set(w.locator('[data-control="index"]'), k)
+        assert int(w.get_attribute("data-frame")) == k
+        assert w.locator('[data-key="caption"]').get_attribute("data-value") == state["frames"][k]["caption"]
+    return {"index"}
+
+
+CHECKS = {"cw-animation": check_animation, "cw-sliding-window": check_sliding_window, "cw-tokenizer": check_tokenizer,
           "cw-parameters": check_parameters, "cw-attention": check_attention, "cw-sampling": check_sampling,
           "cw-generation": check_generation, "cw-xray": check_xray}
 

@@ -4,7 +4,7 @@
 set -e
 cd "$(dirname "$0")"
 rm -rf pack wm.tmp && mkdir -p pack wm.tmp
-(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 anywidget@0.11.0 tiktoken@1.0.22 onnxruntime-web@1.30.0 >/dev/null)
+(cd pack && npm pack --silent @jupyter-widgets/html-manager@1.0.6 requirejs@2.3.8 mathjax@3.2.2 anywidget@0.11.0 tiktoken@1.0.22 onnxruntime-web@1.20.1 >/dev/null)
 for t in pack/*.tgz; do mkdir -p "${t%.tgz}" && tar xzf "$t" -C "${t%.tgz}"; done
 cp pack/jupyter-widgets-html-manager-1.0.6/package/dist/* wm.tmp/
 rm -f wm.tmp/*.map
@@ -17,8 +17,8 @@ mkdir -p wm.tmp/anywidget && cp pack/anywidget-0.11.0/package/dist/index.js wm.t
 mkdir -p wm.tmp/tiktoken wm.tmp/ort
 cp pack/tiktoken-1.0.22/package/lite/tiktoken_bg.js pack/tiktoken-1.0.22/package/lite/tiktoken_bg.wasm wm.tmp/tiktoken/
 cp pack/tiktoken-1.0.22/package/LICENSE* wm.tmp/tiktoken/ 2>/dev/null || true
-(cd pack/onnxruntime-web-1.30.0/package/dist && cp ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm ../../../../wm.tmp/ort/)
-cp pack/onnxruntime-web-1.30.0/package/LICENSE* wm.tmp/ort/ 2>/dev/null || true
+(cd pack/onnxruntime-web-1.20.1/package/dist && cp ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm ../../../../wm.tmp/ort/)
+cp pack/onnxruntime-web-1.20.1/package/LICENSE* wm.tmp/ort/ 2>/dev/null || true
 cp pack/requirejs-2.3.8/package/require.js wm.tmp/require.js
 # MathJax 3 (the book's equations), its fonts and the parts it loads lazily
 mkdir -p wm.tmp/mathjax

@@ -24,6 +24,9 @@ from .remote import CallTimedOut, KernelDied, Unavailable, remote_exception
 _PASS_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
 _PASS_PREFIX = ("OPENBLAS_", "OMP_", "MKL_", "ENGINE_")
 _USER_OK: dict = {}
+_WARM_UP = ("print('x')\n(1, 2.5, 'x', [None], {1: b''}, __import__('numpy').ones((2, 2)))",
+            "def _engine_grader_warm_up():\n    return 1 / 0\n_engine_grader_warm_up()",
+            "del _engine_grader_warm_up")
 
 
 def unprivileged_user() -> tuple[str | None, str]:
@@ -39,7 +42,7 @@ def unprivileged_user() -> tuple[str | None, str]:
             _USER_OK["user"] = (None, f"there is no user {name!r} to run learner code as: it runs as root")
             return _USER_OK["user"]
         r = subprocess.run([sys.executable, "-m", "engine.grader.launch", "--user", name, "--check"], cwd="/",
-                           env=_env(Path("/tmp")), capture_output=True, text=True, timeout=120)
+                           env=_env(Path("/")), capture_output=True, text=True, timeout=120)
         if r.returncode == 0:
             _USER_OK["user"] = (name, f"learner code runs as the unprivileged user {name!r}")
         else:
@@ -53,6 +56,31 @@ def _env(home: Path) -> dict:
     env.update(HOME=str(home), TMPDIR=str(home), IPYTHONDIR=str(home / ".ipython"), MPLCONFIGDIR=str(home / ".mpl"),
                PYDEVD_DISABLE_FILE_VALIDATION="1", PYTHONDONTWRITEBYTECODE="1")
     return env
+
+
+def _kill_group(gid: int, rounds: int = 20) -> None:
+    """SIGKILL every process whose group is ``gid``: also those a kernel started in a session of their own.
+
+    Only that kernel's processes have this group (``launch.private_gid``), and they cannot leave it.
+    """
+    for _ in range(rounds):  # again while some were found: one may have forked meanwhile
+        found = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            lines = status.splitlines()
+            gids = next((ln.split()[1:] for ln in lines if ln.startswith("Gid:")), [])
+            if str(gid) in gids and "State:\tZ" not in status:  # (a zombie is dead already)
+                found += 1
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+        time.sleep(0.05)
 
 
 def read_private(path: Path, limit: int) -> bytes:
@@ -70,12 +98,13 @@ class KernelSession:
     """Cells run with ``run_cell``; learner functions with ``call``; ``close`` kills what is left."""
 
     def __init__(self, folder: Path, memory_mb: int = 4096, output_mb: float = 2, user: str | None = None,
-                 max_restarts: int = 12, start_timeout: float = 120):
+                 max_restarts: int = 12, start_timeout: float = 120, conn_dir: Path | None = None):
         self.folder, self.memory_mb, self.user = Path(folder), memory_mb, user
+        self.conn_dir = Path(conn_dir or folder)  # the kernel's command line names this folder, not ``folder``
         self.output_limit = int(output_mb * 2 ** 20)
         self.max_restarts, self.start_timeout = max_restarts, start_timeout
         self.history: list = []  # (cell key, code, timeout) of the cells that finished, replayed after a restart
-        self.restarts, self.proc, self.kc, self.broken = 0, None, None, None
+        self.restarts, self.proc, self.kc, self.broken, self.gid = 0, None, None, None, None
         self._n = 0
         import zmq
         self.ctx = zmq.Context()
@@ -86,14 +115,10 @@ class KernelSession:
         from jupyter_client import BlockingKernelClient
         from jupyter_client.connect import write_connection_file
 
-        conn = self.folder / f"kernel-{secrets.token_hex(4)}.json"
+        conn = self.conn_dir / f"kernel-{secrets.token_hex(4)}.json"
         write_connection_file(str(conn), ip="127.0.0.1", key=secrets.token_hex(32).encode())
         cmd = [sys.executable, "-m", "engine.grader.launch", "--memory-mb", str(self.memory_mb), str(conn)]
         if self.user:
-            import pwd
-            pw = pwd.getpwnam(self.user)
-            for p in (self.folder, conn):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
             cmd[3:3] = ["--user", self.user]
         self.proc = subprocess.Popen(cmd, cwd=self.folder, env=_env(self.folder), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -113,10 +138,39 @@ class KernelSession:
                 if time.monotonic() > deadline:
                     self.kill()
                     raise Unavailable(f"the kernel did not start within {self.start_timeout:g} s") from None
-        r = self._execute("import engine.grader.agent as _g\n_g.install()\ndel _g", self.start_timeout, keep=False)
+        if self.user:  # as root, once: what IPython loads the first time it shows an error and a value
+            for code in _WARM_UP:
+                self._execute(code, self.start_timeout, keep=False)
+        code = "import engine.grader.agent as _g\n_g.install()\ndel _g"
+        if self.user:  # before any learner code: the kernel becomes the user for good, in a group of its own
+            from .launch import private_gid
+            self.gid = private_gid()
+            code += (f"\n__import__('engine.grader.launch', fromlist=['_']).drop_privileges({self.user!r}, "
+                     f"{str(self.folder)!r}, {self.gid})")
+        r = self._execute(code, self.start_timeout, keep=False)
         if r["status"] != "ok":
             self.kill()
             raise Unavailable(f"the grader's helper did not load in the kernel ({r['status']}: {r.get('error')})")
+        if self.user and not self._dropped():
+            self.kill()
+            raise Unavailable(f"the kernel did not become user {self.user!r}")
+
+    def _dropped(self) -> bool:
+        """Whether every thread of the kernel runs as ``self.user`` (read here, from /proc)."""
+        import pwd
+        pw = pwd.getpwnam(self.user)
+        try:
+            tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+            for t in tasks:
+                lines = Path(f"/proc/{self.proc.pid}/task/{t}/status").read_text().splitlines()
+                ids = {ln.split(":")[0]: ln.split()[1:] for ln in lines if ln.startswith(("Uid:", "Gid:", "Groups:"))}
+                gids = ids.get("Gid") or ["0"]
+                if ids.get("Uid") != [str(pw.pw_uid)] * 4 or gids != gids[:1] * 4 or "0" in gids or \
+                        ids.get("Groups", ["0"]) not in ([], gids[:1]):
+                    return False
+        except OSError:
+            return False
+        return bool(tasks)
 
     def kill(self) -> None:
         if self.kc is not None:
@@ -130,6 +184,8 @@ class KernelSession:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # the kernel and anything it started
             except (ProcessLookupError, PermissionError):
                 pass
+            if self.gid is not None:
+                _kill_group(self.gid)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

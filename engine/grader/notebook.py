@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -132,14 +133,21 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, run_check_cells:
         else call_timeout
     memory_mb = int(os.environ.get("ENGINE_GRADER_MEMORY_MB", 4096)) if memory_mb is None else memory_mb
     user, isolation = unprivileged_user()
-    folder = Path(tempfile.mkdtemp(prefix="engine-grader-"))
+    # outer: ours (the kernel's connection file), which ``user`` may pass through but not list; inside,
+    # under a random name no command line shows, the kernel's private folder, which the kernel gives
+    # to its own private group: another kernel of ``user`` can neither find nor open this copy.
+    outer = Path(tempfile.mkdtemp(prefix="engine-grader-"))
+    folder = outer / secrets.token_hex(8)
+    folder.mkdir(mode=0o700)
+    if user:
+        os.chmod(outer, 0o711)
     session, errors = None, []
     old_timeout, runner.DEFAULT_TIMEOUT = runner.DEFAULT_TIMEOUT, call_timeout
     try:
         fd = os.open(folder / path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as f:  # the private copy, for notebooks that look for their own file
             f.write(data)
-        session = KernelSession(folder, memory_mb=memory_mb, output_mb=output_mb, user=user)
+        session = KernelSession(folder, memory_mb=memory_mb, output_mb=output_mb, user=user, conn_dir=outer)
         try:
             session.start()
         except Unavailable as e:
@@ -157,7 +165,7 @@ def grade_notebook(path, cell_timeout: float = 120, tasks=None, run_check_cells:
         runner.DEFAULT_TIMEOUT = old_timeout
         if session is not None:
             session.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(outer, ignore_errors=True)
     results = validate(results, names)
     rep = {"notebook": str(path), "results": results, "score": sum(r["earned"] for r in results),
            "total": sum(r["points"] for r in results), "cell_errors": errors, "isolation": isolation}
@@ -218,6 +226,9 @@ def format_report(rep: dict, verbose: bool = True) -> str:
 def _worker(args) -> int:
     """One notebook, its bytes on stdin: grade it, print the report as JSON (``main`` runs one per notebook)."""
     data = sys.stdin.buffer.read(MAX_NOTEBOOK_BYTES + 1)
+    if args.isolation:  # the parent's answer to ``unprivileged_user`` (asked once, not once a notebook)
+        from . import kernel
+        kernel._USER_OK["user"] = tuple(json.loads(args.isolation))
     try:
         rep = grade_notebook(Path(args.worker), cell_timeout=args.cell_timeout, tasks=args.task, data=data)
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -229,7 +240,8 @@ def _worker(args) -> int:
 
 def _grade_in_worker(path: Path, data: bytes, args) -> dict:
     """Grade in a process of its own whose command line and folder name only this notebook's private copy."""
-    cmd = [sys.executable, "-m", "engine.grader", "--worker", path.name, "--cell-timeout", str(args.cell_timeout)]
+    cmd = [sys.executable, "-m", "engine.grader", "--worker", path.name, "--cell-timeout", str(args.cell_timeout),
+           "--isolation", json.dumps(unprivileged_user())]
     for t in args.task or []:
         cmd += ["--task", t]
     folder = tempfile.mkdtemp(prefix="engine-grader-")
@@ -262,6 +274,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cell-timeout", type=float, default=120, help="seconds before a cell is stopped (120)")
     ap.add_argument("--task", action="append", help="grade only this task (repeatable)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--isolation", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return _worker(args)
