@@ -8,9 +8,10 @@ tokens get target -1), and runs the whole comparison: zero-shot, few-shot, fine-
 The recipe that reaches the target (``RECIPE``; ``make finetuned-model`` writes the shipped adapter
 ``engine/assets/shakespeare-html``, about 6 minutes on one core): a LoRA adapter (``engine.lora``) of
 rank 8 on every attention and MLP matrix, plus the embedding rows of the answer tokens pretraining
-never saw (``< = > / #`` and a few rare word pieces, ``answer_tokens_unseen``); trained on the 57 task words, the ~1,500 lowercase
-words of the tokenizer's vocabulary and 1,500 words glued from vocabulary pieces (not the 57 alone,
-which the model memorises); 800 steps of 16 examples, learning rate 5e-3 with warm-up and cosine decay.
+never saw (``< = > / #`` and a few rare word pieces, ``answer_tokens_unseen``); trained on the 57 task
+words, the ~1,500 lowercase words of the tokenizer's vocabulary and 1,500 words glued from vocabulary
+pieces (not the 57 alone, which the model memorises); 800 steps of 16 examples, learning rate 5e-3
+with warm-up and cosine decay.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import to_numpy
 from .checkpoint import save_checkpoint
 from .finetune_data import (END, PREFIX, SEP, TEMPLATES, TEST_WORDS, TRAIN_WORDS, WORDS, Example,  # noqa: F401
-                            few_shot_prompt, make_dataset, piece_words, random_words, right_form, template_of, train_test_split,
-                            vocab_words)
+                            few_shot_prompt, make_dataset, piece_words, random_words, right_form, template_of,
+                            train_test_split, vocab_words)
 from .lora import (Adapter, adapter_grads, init_adapter, load_adapter, merge, merged_params, save_adapter,
                    unseen_tokens)
 from .loading import load_model as _load_model
@@ -109,7 +111,7 @@ def copy_attention(model: GPT, enc, examples: list[Example]):
         ids, desc, ans = word_span(enc, ex)
         att = model.forward(np.asarray(ids), return_attention=True).attention  # n_layer x (H, T, T)
         for layer, a in enumerate(att):
-            a = np.asarray(a)
+            a = to_numpy(a)
             total[layer] += a[:, ans][:, :, desc].sum(-1).mean(-1)
     return total / max(1, len(examples))
 

@@ -10,8 +10,9 @@ Every example is written in one format, also used for few-shot prompts
 The test words (``TEST_WORDS``) never appear in training, so accuracy measures whether the
 model learned to *copy* the quoted word into the code, not the pairs. A model fine-tuned on a
 few dozen words memorises them and writes one of them whatever the description says; many
-varied words (``vocab_words``: every lowercase word of the tokenizer's vocabulary, test words
-left out) leave it no way but to copy.
+varied words (``vocab_words``: every lowercase word of the tokenizer's vocabulary; ``piece_words``:
+made-up words glued from its pieces, so that every piece gets practice in being copied; test words
+always left out) leave it no way but to copy.
 """
 from __future__ import annotations
 

@@ -163,7 +163,8 @@ def weight_change(adapter: Adapter, base_flat: dict | None = None) -> dict:
         out[n] = d if base_flat is None else d / float(np.linalg.norm(to_numpy(base_flat[n])))
     if adapter.rows:
         d = float(np.linalg.norm(to_numpy(adapter.params["wte.rows"])))
-        out["wte.rows"] = d if base_flat is None else d / float(np.linalg.norm(to_numpy(base_flat["wte"])[adapter.rows]))
+        rows = to_numpy(base_flat["wte"])[adapter.rows] if base_flat is not None else None
+        out["wte.rows"] = d if rows is None else d / float(np.linalg.norm(rows))
     return out
 
 

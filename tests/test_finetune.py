@@ -161,3 +161,15 @@ def test_the_shipped_adapter_does_the_task_on_held_out_words():
     recorded = adapter.meta["result"]
     assert abs(acc - recorded["finetuned"]) <= 1 / len(test) + 1e-9, (acc, recorded["finetuned"])
     assert adapter.n_params() < 0.1 * model.n_params()  # small beside the model
+
+
+def test_the_fine_tuned_model_has_heads_that_copy_the_word_and_the_base_model_has_none():
+    import engine
+    from engine.finetune import copy_attention, load_finetuned
+
+    tuned, enc, _ = load_finetuned()
+    base, _ = engine.load_pretrained()
+    _, test = train_test_split()
+    att_tuned, att_base = copy_attention(tuned, enc, test[::5]), copy_attention(base, enc, test[::5])
+    assert att_tuned.shape == att_base.shape == (6, 6) and (att_tuned >= 0).all() and (att_tuned <= 1 + 1e-6).all()
+    assert att_base.max() < 0.2 and att_tuned.max() > 0.9
