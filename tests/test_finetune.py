@@ -96,3 +96,80 @@ def test_shipped_model_learns_the_task_format():
             np.testing.assert_array_equal(v, before[k])
     prompt = few_shot_prompt(test[0], train[:2])
     assert prompt.count("[toCode]") == 3 and len(enc.encode_ordinary(prompt)) < model.cfg.n_ctx
+
+
+def test_vocab_words_are_many_and_never_test_words():
+    import engine
+    from engine.finetune import vocab_words
+
+    _, enc = engine.load_pretrained()
+    words = vocab_words(enc)
+    assert len(words) > 1000 and len(set(words)) == len(words)
+    assert not set(words) & set(TEST_WORDS)
+    train, test = train_test_split(more_words=words)
+    assert len(train) == len(TEMPLATES) * len(set(TRAIN_WORDS) | set(words))
+    assert not {w for w in TEST_WORDS if any(f'"{w}"' in e.description for e in train)}
+    with pytest.raises(ValueError, match="unseen_words=True"):
+        train_test_split(unseen_words=False, more_words=words)
+
+
+def test_random_words_are_reproducible_new_and_never_test_words():
+    from engine.finetune import random_words
+
+    words = random_words(300, seed=1)
+    assert words == random_words(300, seed=1) and words != random_words(300, seed=2)
+    assert len(set(words)) == 300 and not set(words) & set(TEST_WORDS)
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 8 for w in words)
+
+
+def test_word_span_finds_the_word_in_the_description_and_the_answer(enc):
+    from engine.finetune import word_span
+
+    for ex in make_dataset(["search", "queen"]):
+        ids, desc, ans = word_span(enc, ex)
+        assert enc.decode([ids[i] for i in desc]).strip('"') in ("search", "queen")
+        assert "".join(enc.decode([ids[i + 1]]) for i in ans).strip() in ("search", "queen")
+
+
+def test_adapter_finetuning_leaves_the_shipped_weights_alone():
+    import engine
+    from engine.lora import init_adapter
+
+    model, enc = engine.load_pretrained()
+    before = {k: v.copy() for k, v in tree_flatten(model.params).items()}
+    ad = init_adapter(model, rank=2, targets=("attn.c_attn.w", "mlp.c_proj.w"), layers=[0, 5])
+    finetune(model, enc, train_test_split()[0][:8], steps=2, lr=1e-2, batch_size=4, adapter=ad)
+    after = tree_flatten(model.params)
+    changed = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert sorted(changed) == sorted(ad.targets)  # the merged weights, and nothing else
+    fresh, _ = engine.load_pretrained()
+    for k, v in tree_flatten(fresh.params).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_the_shipped_adapter_does_the_task_on_held_out_words():
+    """Recomputes the accuracy of the shipped fine-tuned model (engine/assets/shakespeare-html)."""
+    from engine.finetune import RECIPE, by_template, load_finetuned
+
+    model, enc, adapter = load_finetuned()
+    _, test = train_test_split()
+    acc, outputs = evaluate(model, enc, test, return_outputs=True)
+    per = by_template(outputs)
+    wrong = [(o[0].description, o[1]) for o in outputs if not o[2]]
+    assert acc >= 0.8 and min(per) >= 0.8, (acc, per, wrong)
+    assert adapter.meta["recipe"] == RECIPE  # made by `make finetuned-model` (python -m engine finetune --recipe html)
+    recorded = adapter.meta["result"]
+    assert abs(acc - recorded["finetuned"]) <= 1 / len(test) + 1e-9, (acc, recorded["finetuned"])
+    assert adapter.n_params() < 0.1 * model.n_params()  # small beside the model
+
+
+def test_the_fine_tuned_model_has_heads_that_copy_the_word_and_the_base_model_has_none():
+    import engine
+    from engine.finetune import copy_attention, load_finetuned
+
+    tuned, enc, _ = load_finetuned()
+    base, _ = engine.load_pretrained()
+    _, test = train_test_split()
+    att_tuned, att_base = copy_attention(tuned, enc, test[::5]), copy_attention(base, enc, test[::5])
+    assert att_tuned.shape == att_base.shape == (6, 6) and (att_tuned >= 0).all() and (att_tuned <= 1 + 1e-6).all()
+    assert att_base.max() < 0.2 and att_tuned.max() > 0.9
