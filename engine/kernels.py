@@ -111,8 +111,8 @@ def linear(x, w, b=None):
     Letting the BLAS thread one big product instead costs more than it looks: after each call its
     worker threads spin for a while, and take a core from the element-wise passes and the attention
     that come next. Rows do not depend on each other, so the cut does not change the arithmetic.
-    A product of fewer than ``threads.FEW_ROWS`` rows (a generation step) runs on one BLAS
-    thread instead (``threads.one_blas_thread`` says why).
+    With ``ENGINE_DECODE_ONE_BLAS_THREAD=1`` a product of fewer than ``threads.FEW_ROWS`` rows (a
+    generation step) runs on one BLAS thread instead (``threads.one_blas_thread`` says when that helps).
     """
     xp = array_module(x)
     y = xp.empty((x.shape[0], w.shape[1]), dtype=xp.result_type(x, w))
@@ -122,7 +122,7 @@ def linear(x, w, b=None):
         if b is not None:
             y += b
 
-    if x.shape[0] < threads.FEW_ROWS and isinstance(x, np.ndarray):
+    if threads.DECODE_ONE_BLAS_THREAD and x.shape[0] < threads.FEW_ROWS and isinstance(x, np.ndarray):
         one_blas_thread(rows, x, y)
     else:
         parallel(rows, x, y, blas=True)

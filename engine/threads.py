@@ -27,7 +27,11 @@ MIN_PARALLEL = 1 << 17  # elements: below this, starting threads costs more than
 # rest). More pieces cost more: 256-row pieces of a (1024, 768) @ (768, 3072) product took 3% longer
 # than one product on one thread, 128-row pieces 7% (a BLAS packs the weights again for each call).
 PIECES_PER_THREAD = 2
-FEW_ROWS = 16  # a matrix product with fewer rows than this runs on one BLAS thread (``one_blas_thread``)
+FEW_ROWS = 16  # a matrix product with fewer rows than this is a generation step's
+# Generation steps' products on one BLAS thread (``one_blas_thread``): a large gain on a machine whose
+# cores other work keeps busy, a loss on a quiet one (GPT-2 124M cached decode on two quiet cores:
+# 41-46 tokens/s against 53-57 with the BLAS's two threads), so it is asked for, not the default.
+DECODE_ONE_BLAS_THREAD = os.environ.get("ENGINE_DECODE_ONE_BLAS_THREAD", "") == "1"
 
 
 def get_num_threads() -> int:
