@@ -26,7 +26,9 @@ module             what it holds                               chapter
 ``model``          GPT: the decoder, X-ray, gradients          5 Layers
 ``attention``      dense, banded, strided, fixed layouts       6 Sparse attention
 ``generate``       sampling, KV cache                          7 Generation
-``finetune``       task data, fine-tuning, few-shot            8 Fine-tuning
+``finetune``       fine-tuning, few-shot, the shipped adapter  8 Fine-tuning
+``finetune_data``  the task: descriptions -> HTML, its words   8 Fine-tuning
+``lora``           LoRA adapters: forward, backward, merge     8 Fine-tuning
 ``loading``        load_model(source): every model folder      Appendix
 ``hf``             Hugging Face GPT-2 weights in and out       Appendix
 ``onnx``           the decoder as an ONNX graph (deploying)    Appendix
