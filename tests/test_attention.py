@@ -345,7 +345,9 @@ def test_parallel_blas_mode_keeps_axes_whole_and_nests_inline():
     assert (a[:, 0] == 2).all() and (a[:, 1] == 1).all()
     outer = [s for s in first if s[0] != "inner"]
     assert sorted(s[0] for s in outer) == [(1, 1, 1 << 17, 2)] * 2
-    assert sorted(s[2] for s in outer) == [False, True]  # one piece on the main thread, one off it
+    # which thread takes which piece depends on which is free first (parallel hands them out as threads
+    # come free, the calling thread among them), so only the count is fixed
+    assert len(outer) == 2
     assert all(s[1] and set(s[1]) == {1} for s in outer)  # BLAS single-threaded inside the pieces
     assert [s for s in first if s[0] == "inner"] == [("inner", (1, 1, 1 << 17, 2))] * 2  # nested: whole
     assert seen[0][0] == (1, 1, 1 << 17, 2) and seen[0][2]  # the second call ran inline on the main thread
