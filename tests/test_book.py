@@ -204,6 +204,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _serving(proc, port, log, what, seconds):
+    """Wait until ``proc`` accepts connections on ``port``; fail with its log if it exits or takes too long."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"{what} did not start: {log.read_text()}") from None
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def voila_url(tmp_path_factory):
     voila = shutil.which("voila", path=str(Path(sys.executable).parent)) or shutil.which("voila")
@@ -216,15 +229,7 @@ def voila_url(tmp_path_factory):
                                  f"--port={port}", "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
                                 stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"voila exited: {log.read_text()}")
-                time.sleep(0.5)
+        _serving(proc, port, log, "voila", 60)
         yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate()
@@ -297,15 +302,7 @@ def lab(tmp_path_factory):
                                  "--LabApp.news_url=", "--LabServerApp.extra_labextensions_path=[]", "--allow-root"],
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"jupyter lab did not start: {log.read_text()}")
-                time.sleep(0.5)
+        _serving(proc, port, log, "jupyter lab", 90)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
