@@ -36,7 +36,7 @@ module             what it holds                               chapter
 ``backend``        NumPy / CuPy                                Appendix
 ``kernels``        fused passes (speed, not ideas)             Appendix
 ``threads``        the thread pool, the BLAS kept serial       Appendix
-``memory``         malloc tuning                               Appendix
+``memory``         malloc tuning, large arrays kept for reuse  Appendix
 ``files``          hashes, atomic writes                       Appendix
 ``units``          big numbers for people (123.5 B)            Command line
 =================  ==========================================  ===========

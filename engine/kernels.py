@@ -22,6 +22,7 @@ import numpy as np
 
 from .backend import array_module
 # re-exported: callers (the tests, the benchmarks) still reach them as kernels.*
+from . import memory
 from .memory import reuse_freed_memory  # noqa: F401
 from . import threads
 from .threads import MIN_PARALLEL, get_num_threads, one_blas_thread, parallel, set_num_threads  # noqa: F401
@@ -82,6 +83,17 @@ def _stat_dtype(xp, dtype):
     return np.dtype("float32") if dtype.itemsize < 4 else dtype
 
 
+# ---------------------------------------------------------------------- large outputs
+def empty(xp, shape, dtype):
+    """``xp.empty``; on NumPy, arrays too large for malloc to keep are reused (``memory.empty``)."""
+    return memory.empty(shape, dtype) if xp is np else xp.empty(shape, dtype=dtype)
+
+
+def zeros(xp, shape, dtype):
+    """``xp.zeros``, through ``empty`` on NumPy."""
+    return memory.zeros(shape, dtype) if xp is np else xp.zeros(shape, dtype=dtype)
+
+
 # ---------------------------------------------------------------------- batched matrix products
 def bmm(a, b, out=None):
     """Batched matrix product a @ b over leading axes, optionally into ``out`` (which may be a view).
@@ -115,7 +127,7 @@ def linear(x, w, b=None):
     generation step) runs on one BLAS thread instead (``threads.one_blas_thread`` says when that helps).
     """
     xp = array_module(x)
-    y = xp.empty((x.shape[0], w.shape[1]), dtype=xp.result_type(x, w))
+    y = empty(xp, (x.shape[0], w.shape[1]), xp.result_type(x, w))  # the logits: 206 MB for 1,024 tokens
 
     def rows(x, y):
         xp.matmul(x, w, out=y)
