@@ -86,7 +86,11 @@ def _stat_dtype(xp, dtype):
 # ---------------------------------------------------------------------- large outputs
 def empty(xp, shape, dtype):
     """``xp.empty``; on NumPy, arrays too large for malloc to keep are reused (``memory.empty``)."""
-    return memory.empty(shape, dtype) if xp is np else xp.empty(shape, dtype=dtype)
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    if math.prod(shape) * 8 <= memory.MMAP_THRESHOLD:  # surely small (a generation step's): no pool
+        return np.empty(shape, dtype)
+    return memory.empty(shape, dtype)
 
 
 def zeros(xp, shape, dtype):
