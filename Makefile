@@ -98,7 +98,7 @@ course-model: $(STAMP)
 # (engine/assets/shakespeare-html; the recipe is engine.finetune.RECIPE), about 6 minutes on one core.
 # tests/test_finetune.py recomputes its accuracy on the held-out words.
 finetuned-model: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(PY) -m engine finetune --recipe html --no-progress --adapter-out engine/assets/shakespeare-html
+	OPENBLAS_NUM_THREADS=1 $(PY) -m engine finetune --recipe html --no-progress --overwrite --adapter-out engine/assets/shakespeare-html
 
 clean:
 	rm -rf _build dist

@@ -24,6 +24,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .checkpoint import save_checkpoint
+from .files import check_writable
 from .finetune_data import (END, PREFIX, SEP, TEMPLATES, TEST_WORDS, TRAIN_WORDS, WORDS, Example,  # noqa: F401
                             few_shot_prompt, make_dataset, piece_words, random_words, right_form, template_of,
                             train_test_split, vocab_words)
@@ -308,6 +309,8 @@ def add_finetune_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the fine-tuned model here (a checkpoint directory)")
     p.add_argument("--adapter-out", default=None, help="save the LoRA adapter here (adapter.safetensors + .json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model or adapter already in --out / --adapter-out (without it they are refused)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -315,6 +318,34 @@ def add_finetune_arguments(p):
 def load_model(source: str):
     """(GPT, encoding) from 'shakespeare' (shipped) or a checkpoint directory (``loading.load_model``)."""
     return _load_model(source, need_tokenizer=True)
+
+
+MODEL_FILES = ("model.safetensors", "state.json", "manifest.json")  # a checkpoint folder holds these
+ADAPTER_FILES = ("adapter.safetensors", "adapter.json")
+
+
+def check_outputs(out, adapter_out, overwrite: bool = False) -> None:
+    """Refuse, before minutes of fine-tuning, the outputs that could not be written or would silently
+    replace earlier work: a file where a folder is wanted, a folder that cannot be written to, or one
+    that already holds a model (``out``) or an adapter (``adapter_out``) unless ``overwrite``.
+    Raises SystemExit with a one-line message."""
+    for path, files, what in ((out, MODEL_FILES, "a model"), (adapter_out, ADAPTER_FILES, "an adapter")):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise SystemExit(f"{path} is a file; give a folder to save {what} in")
+        found = [f for f in files if (path / f).exists() or (path / f).is_symlink()]
+        if found and not overwrite:
+            raise SystemExit(f"{path} already holds {what} ({', '.join(found)}): pass --overwrite to replace it, "
+                             "or give another folder")
+        folder = path if path.is_dir() else next(p for p in path.parents if p.exists())
+        try:
+            check_writable(folder)
+        except OSError as e:
+            raise SystemExit(str(e)) from None
+    if out is not None and adapter_out is not None and Path(out).resolve() == Path(adapter_out).resolve():
+        raise SystemExit("--out and --adapter-out name the same folder; give each its own")
 
 
 def run_finetune(args) -> dict:
@@ -325,6 +356,7 @@ def run_finetune(args) -> dict:
         args.n_test, args.trainable = 0, None
     if args.adapter_out and args.lora_rank is None:
         raise SystemExit("--adapter-out needs --lora-rank (or --recipe html)")
+    check_outputs(args.out, args.adapter_out, getattr(args, "overwrite", False))
     model, enc = load_model(args.checkpoint)
     result = compare(model, enc, steps=args.steps, lr=args.lr, trainable=args.trainable, shots=args.shots,
                      seed=args.seed, n_test=args.n_test or None, progress=not args.no_progress, words=args.words,

@@ -33,7 +33,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .backend import to_numpy
-from .files import read_json
+from .files import atomic_write, read_json
 from .model import GPT, tree_flatten, tree_unflatten
 
 # the weight matrices an adapter may target, by their name inside a block
@@ -173,11 +173,13 @@ def save_adapter(path, adapter: Adapter) -> Path:
     """``path``/adapter.safetensors (float32) and ``path``/adapter.json (rank, alpha, targets, meta)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(to_numpy(v), dtype=np.float32) for k, v in adapter.params.items()},
-              str(path / "adapter.safetensors"))
+    tensors = {k: np.ascontiguousarray(to_numpy(v), dtype=np.float32) for k, v in adapter.params.items()}
     info = {"rank": adapter.rank, "alpha": adapter.alpha, "targets": adapter.targets, "rows": adapter.rows,
             "meta": adapter.meta}
-    (path / "adapter.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    # each file whole or not at all: an interrupted save leaves the previous adapter's file in place
+    atomic_write(path / "adapter.safetensors", lambda tmp: save_file(tensors, tmp))
+    text = json.dumps(info, indent=1, sort_keys=True) + "\n"
+    atomic_write(path / "adapter.json", lambda tmp: Path(tmp).write_text(text))
     return path
 
 

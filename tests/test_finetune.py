@@ -173,3 +173,67 @@ def test_the_fine_tuned_model_has_heads_that_copy_the_word_and_the_base_model_ha
     att_tuned, att_base = copy_attention(tuned, enc, test[::5]), copy_attention(base, enc, test[::5])
     assert att_tuned.shape == att_base.shape == (6, 6) and (att_tuned >= 0).all() and (att_tuned <= 1 + 1e-6).all()
     assert att_base.max() < 0.2 and att_tuned.max() > 0.9
+
+
+# ---------------------------------------------------------------------- outputs checked before the work
+def test_outputs_that_hold_earlier_work_are_refused_before_any_training(tmp_path, monkeypatch):
+    from engine import finetune as F
+    from engine.cli import main as cli_main
+
+    model_dir, adapter_dir = tmp_path / "tuned", tmp_path / "adapter"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"earlier work")
+    adapter_dir.mkdir()
+    (adapter_dir / "adapter.json").write_text("{}")
+    started = []
+    monkeypatch.setattr(F, "load_model", lambda source: started.append(source))  # would start the work
+    with pytest.raises(SystemExit, match="already holds a model.*--overwrite"):
+        cli_main(["finetune", "--out", str(model_dir)])
+    with pytest.raises(SystemExit, match="already holds an adapter"):
+        cli_main(["finetune", "--lora-rank", "2", "--adapter-out", str(adapter_dir)])
+    assert started == [] and (model_dir / "model.safetensors").read_bytes() == b"earlier work"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit, match="is a file"):
+        F.check_outputs(tmp_path / "a_file", None)
+    with pytest.raises(SystemExit, match="same folder"):
+        F.check_outputs(tmp_path / "new", tmp_path / "new")
+    F.check_outputs(model_dir, adapter_dir, overwrite=True)  # --overwrite: allowed
+    F.check_outputs(tmp_path / "deep" / "new" / "folder", None)  # a folder still to be made: allowed
+    assert not (tmp_path / "deep").exists()  # checking makes nothing
+
+
+def test_an_unwritable_output_is_refused_before_any_training(tmp_path, monkeypatch):
+    from engine import finetune as F
+
+    seen = []
+
+    def read_only(folder):  # files.check_writable's own refusal (tested with the training run's checks)
+        seen.append(folder)
+        raise OSError(30, f"cannot write to the output folder {folder}: it is read-only")
+
+    monkeypatch.setattr(F, "check_writable", read_only)
+    with pytest.raises(SystemExit, match="cannot write to the output folder"):
+        F.check_outputs(tmp_path / "a" / "tuned", None)
+    assert seen == [tmp_path]  # the nearest folder that exists: where the new one would be made
+    with pytest.raises(SystemExit, match="read-only"):
+        F.check_outputs(None, tmp_path)
+
+
+def test_an_adapter_saved_again_replaces_both_files_whole(tmp_path):
+    import engine
+    from engine.lora import init_adapter, load_adapter, save_adapter
+
+    model, _ = engine.load_pretrained()
+    ad = init_adapter(model, rank=2, targets=("attn.c_attn.w",), layers=[0])
+    save_adapter(tmp_path, ad)
+    ad2 = init_adapter(model, rank=4, targets=("attn.c_attn.w",), layers=[0])
+    save_adapter(tmp_path, ad2)
+    back = load_adapter(tmp_path, model)
+    assert back.rank == 4 and sorted(p.name for p in tmp_path.iterdir()) == ["adapter.json", "adapter.safetensors"]
+
+
+def test_a_read_only_output_folder_is_refused_for_real(read_only_folder):
+    from engine import finetune as F
+
+    with pytest.raises(SystemExit, match=f"cannot write to the output folder {read_only_folder}: it is read-only"):
+        F.check_outputs(read_only_folder / "tuned", None)

@@ -182,25 +182,6 @@ def test_out_naming_a_file(capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Not a directory" in err
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder no file can be created in: chmod for a user, a read-only tmpfs for root (which ignores modes)."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    if os.geteuid() != 0:
-        d.chmod(0o555)
-        yield d
-        d.chmod(0o755)
-        return
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("running as root and cannot mount a read-only tmpfs")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=True)
-
-
 def test_read_only_output_folder(capsys, read_only_folder):
     code, o, err = train(capsys, read_only_folder, "--steps", "1")
     assert code == 2 and o == ""
