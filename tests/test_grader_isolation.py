@@ -253,6 +253,16 @@ attempt('list other outer', os.listdir, os.path.dirname(os.path.dirname(PATHS['o
 attempt('read own connection file', lambda: open(open('/proc/self/cmdline').read().split(chr(0))[-2]).read())
 attempt('raise memory cap', resource.setrlimit, resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
 out['memory cap'] = resource.getrlimit(resource.RLIMIT_AS)[0]
+kernels = {}  # the other kernels running now: their user ids, and whether this one may signal them
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        if b'engine.grader.launch' in open(f'/proc/{pid}/cmdline', 'rb').read() and int(pid) != os.getpid():
+            uid = next(int(l.split()[1]) for l in open(f'/proc/{pid}/status') if l.startswith('Uid:'))
+            kernels[pid] = uid
+            attempt('signal kernel ' + pid, os.kill, int(pid), 0)  # signal 0: only the permission check
+    except (OSError, StopIteration):
+        pass
+out['other kernels'] = kernels
 print(json.dumps(out))
 """
 
@@ -263,7 +273,7 @@ def test_learner_code_runs_unprivileged_when_the_grader_is_root(tmp_path):
     import time
 
     user = _dropping()
-    # another submission graded at the same time, as the same user: its kernel waits in a cell
+    # another submission graded at the same time (as the same named user): its kernel waits in a cell
     (tmp_path / "other").mkdir()
     other = _notebook(tmp_path / "other" / "06_sparse_attention.ipynb", [BANDED, "import time\ntime.sleep(30)"])
     before = set(Path("/tmp").glob("engine-grader-*"))
@@ -293,12 +303,18 @@ def test_learner_code_runs_unprivileged_when_the_grader_is_root(tmp_path):
     assert rep["cell_errors"] == [] and "unprivileged user" in rep["isolation"]
     out = json.loads(rep["executed"].cells[0].outputs[0]["text"])
     pw = pwd.getpwnam(user)
-    assert out["uid"] == pw.pw_uid != 0 and 0 not in out["ids"]
+    uid = out["uid"]
+    assert uid != 0 and 0 not in out["ids"] and set(out["ids"]) == {uid}  # a user and group id of its own
+    assert uid != pw.pw_uid and 61184 <= uid < 65519
     assert out["setuid 0"] == out["setgid 0"] == "PermissionError"
     refused = {k: v for k, v in out.items() if k.startswith(("write", "read", "list"))}
     assert len(refused) == 10 and set(refused.values()) == {"PermissionError"}, refused
     assert out["raise memory cap"] == "ValueError" and out["memory cap"] == 3000 * 2 ** 20
-    assert f"are not [{pw.pw_uid}]" in rep["results"][0]["message"]  # the graded call ran as that user too
+    # the other submission's kernel runs as another user, which this one cannot signal, stop or kill
+    others = {pid: u for pid, u in out["other kernels"].items() if u != 0}
+    assert others and uid not in others.values()
+    assert all(out["signal kernel " + pid] == "PermissionError" for pid in others), out
+    assert f"are not [{uid}]" in rep["results"][0]["message"]  # the graded call ran as that user too
     assert unchanged and not (tmp_path / "planted").exists()
     assert done["rep"]["score"] == get_task("banded_mask").points  # the other one keeps its marks
 
@@ -329,3 +345,29 @@ def test_a_forking_learner_is_capped_after_the_drop(tmp_path):
     assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
     (box / "pid").unlink()
     box.rmdir()
+
+
+def test_each_kernel_gets_an_id_no_other_holds(monkeypatch):
+    # an id reserved by another grader process is never handed out here, nor one handed out twice
+    import secrets
+
+    from engine.grader import launch
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom engine.grader.launch import private_id\n"
+                               "print(private_id(), flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        taken = int(holder.stdout.readline())
+        lo, hi = launch.ID_RANGE
+        assert lo <= taken < hi
+        picks = iter([taken - lo] * 3 + list(range(hi - lo)))
+        monkeypatch.setattr(secrets, "randbelow", lambda n: next(picks))
+        mine = launch.private_id()
+        assert mine != taken
+        again = launch.private_id()  # while this process still holds `mine`
+        assert again not in (mine, taken)
+        launch.release_id(mine)
+        launch.release_id(again)
+    finally:
+        holder.kill()
+        holder.wait()

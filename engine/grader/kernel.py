@@ -142,11 +142,11 @@ class KernelSession:
             for code in _WARM_UP:
                 self._execute(code, self.start_timeout, keep=False)
         code = "import engine.grader.agent as _g\n_g.install()\ndel _g"
-        if self.user:  # before any learner code: the kernel becomes the user for good, in a group of its own
-            from .launch import private_gid
-            self.gid = private_gid()
+        if self.user:  # before any learner code: the kernel becomes the user for good, with ids of its own
+            from .launch import private_id
+            self.gid = private_id()  # its user id too: no other kernel can signal or trace this one
             code += (f"\n__import__('engine.grader.launch', fromlist=['_']).drop_privileges({self.user!r}, "
-                     f"{str(self.folder)!r}, {self.gid})")
+                     f"{str(self.folder)!r}, {self.gid}, {self.gid})")
         r = self._execute(code, self.start_timeout, keep=False)
         if r["status"] != "ok":
             self.kill()
@@ -161,11 +161,14 @@ class KernelSession:
         pw = pwd.getpwnam(self.user)
         try:
             tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+            uids = None
             for t in tasks:
                 lines = Path(f"/proc/{self.proc.pid}/task/{t}/status").read_text().splitlines()
                 ids = {ln.split(":")[0]: ln.split()[1:] for ln in lines if ln.startswith(("Uid:", "Gid:", "Groups:"))}
                 gids = ids.get("Gid") or ["0"]
-                if ids.get("Uid") != [str(pw.pw_uid)] * 4 or gids != gids[:1] * 4 or "0" in gids or \
+                uids = uids or ids.get("Uid") or ["0"]  # its own id, or the user's where that could not be taken
+                if uids[0] not in (str(self.gid), str(pw.pw_uid)) or ids.get("Uid") != uids[:1] * 4 or \
+                        gids != gids[:1] * 4 or "0" in gids or \
                         ids.get("Groups", ["0"]) not in ([], gids[:1]):
                     return False
         except OSError:
@@ -191,6 +194,10 @@ class KernelSession:
             except subprocess.TimeoutExpired:
                 pass
             self.proc = None
+        if self.gid is not None:
+            from .launch import release_id
+            release_id(self.gid)  # every process that had it is gone: another kernel may take it
+            self.gid = None
 
     def close(self) -> None:
         self.kill()

@@ -81,17 +81,73 @@ def _give_tree(folder: str, uid: int, gid: int) -> None:
                 os.chmod(p, 0o660)
 
 
-def private_gid() -> int:
-    """A group id no named group has, for one kernel (61184-65519: the range systemd keeps for such ids)."""
-    import grp
-    import secrets
+ID_RANGE = (61184, 65519)  # the range systemd keeps for ids that no named user or group has
+_HELD: dict = {}  # id -> the open lock file that reserves it for this process's kernel
 
-    while True:
-        gid = 61184 + secrets.randbelow(65519 - 61184)
+
+def _ids_in_use() -> set[int]:
+    """Every user and group id some process runs with now (read from /proc)."""
+    used = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            grp.getgrgid(gid)
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(("Uid:", "Gid:")):
+                        used.update(int(x) for x in line.split()[1:])
+        except (OSError, ValueError):
+            continue
+    return used
+
+
+def private_id() -> int:
+    """An id for one kernel, as its user id and its group id: no named user or group has it, no process
+    runs with it, and no other grader holds it (an exclusive lock on a file in a root-only folder,
+    held until ``release_id``). Learner code in two kernels graded at the same time then runs as two
+    users: neither can signal, stop or trace the other, nor open the other's files."""
+    import fcntl
+    import grp
+    import pwd
+    import secrets
+    import tempfile
+
+    folder = os.path.join("/run" if os.access("/run", os.W_OK) else tempfile.gettempdir(), "engine-kernel-ids")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    used = _ids_in_use()
+    for _ in range(10_000):
+        i = ID_RANGE[0] + secrets.randbelow(ID_RANGE[1] - ID_RANGE[0])
+        if i in used or i in _HELD:
+            continue
+        try:
+            pwd.getpwuid(i)
+            continue
         except KeyError:
-            return gid
+            pass
+        try:
+            grp.getgrgid(i)
+            continue
+        except KeyError:
+            pass
+        fd = os.open(os.path.join(folder, str(i)), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel's end, or this process's
+        except OSError:
+            os.close(fd)
+            continue
+        _HELD[i] = fd
+        return i
+    raise RuntimeError("no free user id left for a kernel")
+
+
+def private_gid() -> int:
+    """``private_id``: kept for callers that want only the group."""
+    return private_id()
+
+
+def release_id(i: int) -> None:
+    """Give back an id ``private_id`` reserved (once the kernel that used it is gone)."""
+    fd = _HELD.pop(i, None)
+    if fd is not None:
+        os.close(fd)
 
 
 class _Unreadable:
@@ -108,12 +164,13 @@ class _Unreadable:
         return None
 
 
-def drop_privileges(user: str, folder: str | None = None, gid: int | None = None) -> int:
-    """Become ``user`` for good, in group ``gid`` only (default: the user's); returns the new uid.
+def drop_privileges(user: str, folder: str | None = None, gid: int | None = None, uid: int | None = None) -> int:
+    """Become ``user`` for good, in group ``gid`` only (default: the user's), as user id ``uid`` (default:
+    the user's: ``private_id`` gives each kernel its own); returns the new uid.
 
     ``folder`` (the kernel's private tree) is then root's and that group's alone: another process
-    of ``user`` in another group cannot open it. Where ``gid`` cannot be taken (a user namespace
-    that does not map it) the user's own group is used and the tree becomes the user's. Only root
+    of ``user`` in another group cannot open it. Where ``gid`` or ``uid`` cannot be taken (a user
+    namespace that does not map it) the user's own is used and the tree becomes the user's. Only root
     can do this. Every thread changes together (the C library does that). The process ends at
     once (exit status 70) when any id is still 0 afterwards or root can be regained.
     """
@@ -129,7 +186,10 @@ def drop_privileges(user: str, folder: str | None = None, gid: int | None = None
     own = os.getgid() == pw.pw_gid
     if folder is not None:
         _give_tree(folder, pw.pw_uid if own else 0, os.getgid())
-    os.setuid(pw.pw_uid)  # as root this sets the real, effective and saved ids
+    try:
+        os.setuid(pw.pw_uid if uid is None or own else uid)  # as root: the real, effective and saved ids
+    except OSError:
+        os.setuid(pw.pw_uid)
     try:
         os.setuid(0)
         back = True
@@ -144,7 +204,7 @@ def drop_privileges(user: str, folder: str | None = None, gid: int | None = None
         pass
     if not os.access(os.path.dirname(os.__file__), os.R_OK | os.X_OK):
         sys.meta_path.append(_Unreadable(user))
-    return pw.pw_uid
+    return os.getuid()
 
 
 def apply_limits(memory_mb: int, file_mb: int, nproc: int | None = None) -> None:
