@@ -160,13 +160,15 @@ def main(argv=None) -> int:
         wall, rows = engine_profile(model, lambda: decoder.gpt_forward(model.params, ids, cfg), a.steps)
         print(show(f"engine prefill 1x{T}", wall, rows, "per call"))
         prompt = ids[:, :P]
-        from engine.generate import KVCache, forward_cached
+        from engine.generate import KVCache, decode_params, forward_cached
+
+        steps = decode_params(model.params)  # the layout generate() gives its steps (made once, not timed)
 
         def decode():  # n cached steps after a prompt; the prompt's own pass is timed too, but is small
             cache = KVCache(model, 1)
             forward_cached(model, prompt, cache)
             for i in range(n):
-                forward_cached(model, ids[:, P + i:P + i + 1], cache)
+                forward_cached(model, ids[:, P + i:P + i + 1], cache, steps)
 
         wall, rows = engine_profile(model, decode, a.steps)
         print(show(f"engine decode ({P}-token prompt + {n} cached steps)", wall / n,

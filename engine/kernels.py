@@ -145,6 +145,31 @@ def linear(x, w, b=None):
     return y
 
 
+def gemv_layout(w):
+    """w: (C_in, C_out) -> the same matrix, stored the way a product with one row of x reads it fastest.
+
+    A generation step multiplies one row by every weight matrix, so its speed is the rate at which
+    the BLAS streams each matrix from memory, and OpenBLAS streams a row-major matrix fastest when
+    its rows are the longer side. Measured on the course's 2-core AMD EPYC (bench/RESULTS.md, issue
+    24): x @ w for the MLP's (3072, 768) c_proj ran at 9.7 GB/s on one thread and 16.8 on two, the
+    same product from a (768, 3072) transposed copy at 15.1 and 24.3; the (768, 3072) c_fc ran
+    fastest as it is. So a NumPy matrix with more rows than columns comes back as ``copy.T``: the same
+    shape and values (F-contiguous), which ``matmul`` hands to the BLAS as a transposed matrix; any
+    other array comes back unchanged. The copy costs about as much as reading the matrix 2-3
+    times, so it pays only over many steps (``generate.DECODE_LAYOUT_MIN_STEPS``).
+    """
+    if (_is_cupy(array_module(w)) or not isinstance(w, np.ndarray) or w.ndim != 2
+            or w.shape[0] <= w.shape[1] or not w.flags.c_contiguous):
+        return w
+    out = np.empty(w.shape[::-1], dtype=w.dtype)
+
+    def rows(dst, src):
+        dst[...] = src
+
+    parallel(rows, out.T, w)  # the copy, cut by rows across the cores (50 against 120 ms for GPT-2 124M's)
+    return out.T
+
+
 def causal_block(xp, T: int) -> int:
     """Query-block size for causal attention: small tiles on the CPU (half the work, cache-sized
     scores); one tile on a GPU, where every extra tile is more kernel launches."""
@@ -201,6 +226,8 @@ def layernorm(x, g, b, eps: float):
         rstd = 1.0 / xp.sqrt(var + sd.type(eps))
         y, xhat = _cupy_kernel("lnorm", x.dtype)(x, mean, rstd, g, b)
         return y, xhat, rstd.astype(x.dtype, copy=False)
+    if x.size < threads.FEW_ROWS * x.shape[-1] and x.dtype.itemsize >= 4:
+        return _layernorm_rows(x, g, b, eps)
     xhat, y = xp.empty_like(x), xp.empty_like(x)
     rstd = xp.empty(x.shape[:-1] + (1,), dtype=x.dtype)
 
@@ -213,6 +240,24 @@ def layernorm(x, g, b, eps: float):
         y += b
 
     parallel(piece, x, xhat, y, rstd)
+    return y, xhat, rstd
+
+
+_MEAN_WEIGHTS: dict = {}
+
+
+def _layernorm_rows(x, g, b, eps: float):
+    """``layernorm`` for a few rows (a generation step's 25 calls a token): the means as products
+    with a vector of 1/C, in 7 NumPy calls instead of 14 (12 against 21-26 us a call for one GPT-2 row)."""
+    C = x.shape[-1]
+    inv = _MEAN_WEIGHTS.get((C, x.dtype))
+    if inv is None:
+        inv = _MEAN_WEIGHTS[(C, x.dtype)] = np.full(C, 1.0 / C, dtype=x.dtype)
+    xhat = x - (x @ inv)[..., None]
+    rstd = 1.0 / np.sqrt((xhat * xhat) @ inv + eps)[..., None]
+    xhat *= rstd
+    y = xhat * g
+    y += b
     return y, xhat, rstd
 
 

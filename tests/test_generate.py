@@ -77,15 +77,72 @@ def test_different_seeds_and_layouts_differ():
     assert len(greedy) > 3  # the layout matters, so the tests above exercise each one
 
 
+# ---------------------------------------------------------------------- the one-token-step layout
+def test_gemv_layout_keeps_shape_and_values():
+    from engine import kernels
+
+    rng = np.random.default_rng(4)
+    tall = rng.standard_normal((48, 16)).astype(np.float32)
+    t = kernels.gemv_layout(tall)
+    assert t.shape == tall.shape and t.dtype == tall.dtype and np.array_equal(t, tall)
+    assert t.flags.f_contiguous and not t.flags.c_contiguous and not np.shares_memory(t, tall)
+    x = rng.standard_normal((1, 48)).astype(np.float32)
+    np.testing.assert_allclose(x @ t, x @ tall, rtol=1e-5, atol=1e-6)
+    for same in (rng.standard_normal((16, 48)), rng.standard_normal((16, 16)), rng.standard_normal(16),
+                 tall[::2], tall.T):  # wide, square, 1-D, not contiguous, already transposed
+        assert kernels.gemv_layout(same) is same
+
+
+def test_decode_params_change_layout_only():
+    from engine.params import tree_flatten
+
+    model = tiny_model()
+    before, after = tree_flatten(model.params), tree_flatten(gen.decode_params(model.params))
+    assert before.keys() == after.keys()
+    moved = set()
+    for name, a in before.items():
+        assert np.array_equal(after[name], a) and after[name].shape == a.shape and after[name].dtype == a.dtype
+        if after[name] is not a:
+            moved.add(name)
+    # the only matrices with more rows than columns in GPT-2: each MLP's projection (d_ff, C)
+    assert moved == {f"h.{i}.mlp.c_proj.w" for i in range(model.cfg.n_layer)}
+    assert all(after[n].flags.f_contiguous for n in moved)
+    assert model.params["h"][0]["mlp"]["c_proj"]["w"].flags.c_contiguous  # the model's own are untouched
+
+
+@pytest.mark.parametrize("attention", ["dense", "alternating"])
+def test_generation_with_the_step_layout(attention, monkeypatch):
+    """Long generations run their steps on ``decode_params``: the tokens are those of the plain loop."""
+    model = tiny_model(attention, n_ctx=64)
+    prompt = np.random.default_rng(5).integers(0, 50, 6)
+    n = gen.DECODE_LAYOUT_MIN_STEPS + 4
+    real, seen = gen.forward_cached, []
+
+    def spy(m, ids, cache, params=None):
+        seen.append(params)
+        return real(m, ids, cache, params)
+
+    monkeypatch.setattr(gen, "forward_cached", spy)
+    greedy = model.generate(prompt, n, temperature=0)
+    assert seen[0] is None and len(seen) == n  # the prompt with the model's own weights, then the steps
+    assert all(p is seen[1] for p in seen[1:]) and seen[1]["h"][0]["mlp"]["c_proj"]["w"].flags.f_contiguous
+    np.testing.assert_array_equal(greedy, greedy_reference(model, prompt, n))
+    a = model.generate(prompt, n, seed=7, temperature=0.9, top_k=8)
+    np.testing.assert_array_equal(a, model.generate(prompt, n, seed=7, temperature=0.9, top_k=8, use_cache=False))
+    seen.clear()
+    model.generate(prompt, gen.DECODE_LAYOUT_MIN_STEPS - 1, temperature=0)
+    assert all(p is None for p in seen)  # short generations do not pay for the copies
+
+
 def test_kv_cache_is_preallocated(monkeypatch):
     model = tiny_model("alternating")
     seen = []
     real = gen.forward_cached
 
-    def spy(m, ids, cache):
+    def spy(m, ids, cache, params=None):
         seen.append((id(cache), id(cache.k), id(cache.v), cache.k.ctypes.data, cache.v.ctypes.data,
                      cache.k.shape, cache.length, ids.shape[1]))
-        return real(m, ids, cache)
+        return real(m, ids, cache, params)
 
     monkeypatch.setattr(gen, "forward_cached", spy)
     model.generate([[1, 2, 3, 4, 5]] * 2, 8, seed=0)

@@ -66,7 +66,7 @@ from engine import layers  # noqa: E402
 SHAPES = [(3, 7, 16), (2, 300, 512)]  # the second is above threads.MIN_PARALLEL: cut across threads
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + [(1, 1, 768), (2, 3, 48)])  # a few rows: generation's path
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 def test_layernorm_kernel_is_the_plain_formula(shape, dtype, tol):
     rng = np.random.default_rng(0)
