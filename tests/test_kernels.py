@@ -89,6 +89,27 @@ def test_gelu_kernel_is_the_plain_formula(shape, dtype, tol):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_gelu_grad_kernel_is_the_derivative(shape, dtype, tol):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    _, t = K.gelu(x)
+    got = K.gelu_grad(dy, x, t)
+    assert got.dtype == dtype and got.shape == x.shape
+    plain = dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (layers.GELU_C * (1 + 3 * 0.044715 * x * x)))
+    np.testing.assert_allclose(got, plain, rtol=tol, atol=tol)
+    x64, h = x.astype(np.float64), 1e-6  # central differences of the plain GELU, in double
+    fd = (layers.gelu(x64 + h) - layers.gelu(x64 - h)) / (2 * h)
+    np.testing.assert_allclose(got, dy * fd, rtol=1e-4 if dtype == np.float32 else 1e-7, atol=1e-5)
+    try:
+        K.set_num_threads(3)
+        np.testing.assert_array_equal(K.gelu_grad(dy, x, t), got)  # the same bits on three threads
+    finally:
+        K.set_num_threads(None)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-6)])
 def test_softmax_kernel_is_the_plain_formula(shape, dtype, tol):
     s = (np.random.default_rng(2).standard_normal(shape) * 5).astype(dtype)
