@@ -152,7 +152,7 @@ def gemv_layout(w):
     the BLAS streams each matrix from memory, and OpenBLAS streams a row-major matrix fastest when
     its rows are the longer side. Measured on the course's 2-core AMD EPYC (bench/RESULTS.md, issue
     24): x @ w for the MLP's (3072, 768) c_proj ran at 9.7 GB/s on one thread and 16.8 on two, the
-    same product from a (768, 3072) transposed copy at 15.1 and 24.3; the (768, 3072) c_fc ran
+    same product from a (768, 3072) transposed copy at 14.5 and 24.5; the (768, 3072) c_fc ran
     fastest as it is. So a NumPy matrix with more rows than columns comes back as ``copy.T``: the same
     shape and values (F-contiguous), which ``matmul`` hands to the BLAS as a transposed matrix; any
     other array comes back unchanged. The copy costs about as much as reading the matrix 2-3
@@ -209,7 +209,7 @@ def gelu_grad(dy, x, t):
     0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 a x^2), with one scratch buffer per piece and
     the pieces cut across threads. dy, x, t: the same shape."""
     xp = array_module(x)
-    if _is_cupy(xp):  # one fused kernel per operator is what CuPy does with the expression anyway
+    if _is_cupy(xp):  # the plain expression, as before (CuPy runs one kernel per operator)
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (GELU_C * (1.0 + 3 * GELU_A * x * x)))
     dt = x.dtype.type
     out = xp.empty_like(dy)
