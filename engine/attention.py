@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import grad_kernels, kernels
 from .backend import array_module, as_strided
 
 LAYOUTS = ("dense", "banded", "strided", "fixed")
@@ -101,8 +101,9 @@ def _softmax_(s, xp):
 
 
 def _softmax_backward(dp, p):
-    """Gradient of a row softmax: p * (dp - sum(dp * p))."""
-    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    """Gradient of a row softmax: p * (dp - sum(dp * p)), written over dp (a fresh array at every caller):
+    ``grad_kernels.softmax_grad_``, the rows cut across cores."""
+    return grad_kernels.softmax_grad_(dp, p)
 
 
 _BIAS_CACHE: dict = {}
@@ -137,13 +138,25 @@ def masked_attention_forward(q, k, v, bias):
 
 
 def masked_attention_backward(dout, cache):
+    """Gradients (dq, dk, dv) of ``masked_attention_forward``: dout (B, H, Tq, D) -> q's, k's, v's shapes."""
     q, k, v, p, scale = cache
     xp = array_module(dout)
-    dv = xp.matmul(p.swapaxes(-1, -2), dout)
-    dp = xp.matmul(dout, v.swapaxes(-1, -2))
-    ds = _softmax_backward(dp, p)
-    dq = xp.matmul(ds, k) * scale
-    dk = xp.matmul(ds.swapaxes(-1, -2), q) * scale
+    if not (q.shape[:2] == k.shape[:2] == v.shape[:2] == p.shape[:2] == dout.shape[:2]):  # broadcast heads
+        dv = xp.matmul(p.swapaxes(-1, -2), dout)
+        dp = xp.matmul(dout, v.swapaxes(-1, -2))
+        ds = _softmax_backward(dp, p)
+        return xp.matmul(ds, k) * scale, xp.matmul(ds.swapaxes(-1, -2), q) * scale, dv
+    dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
+
+    def heads(dout, q, k, v, p, dq, dk, dv):  # some (batch, head) pairs; all of them on one thread
+        xp.matmul(p.swapaxes(-1, -2), dout, out=dv)
+        ds = _softmax_backward(xp.matmul(dout, v.swapaxes(-1, -2)), p)  # (B, H, Tq, Tk)
+        xp.matmul(ds, k, out=dq)
+        dq *= dq.dtype.type(scale)
+        xp.matmul(ds.swapaxes(-1, -2), q, out=dk)
+        dk *= dk.dtype.type(scale)
+
+    kernels.parallel(heads, dout, q, k, v, p, dq, dk, dv, blas=True, axes=2)  # pairs across cores
     return dq, dk, dv
 
 
@@ -279,11 +292,11 @@ def banded_attention_backward(dout, cache):
         dpad[:, :, :T] = dout
         dout = dpad
     doutb = dout.reshape(B, H, nb, b, D)
-    dvw = xp.matmul(p.swapaxes(-1, -2), doutb)  # (B, H, nb, S, D)
-    dp = xp.matmul(doutb, vw.swapaxes(-1, -2))
+    dvw = kernels.matmul(p.swapaxes(-1, -2), doutb)  # (B, H, nb, S, D)
+    dp = kernels.matmul(doutb, vw.swapaxes(-1, -2))
     ds = _softmax_backward(dp, p)
-    dq = (xp.matmul(ds, kw) * scale).reshape(B, H, Tp, D)[:, :, :T]
-    dkw = xp.matmul(ds.swapaxes(-1, -2), qb) * scale
+    dq = (kernels.matmul(ds, kw) * scale).reshape(B, H, Tp, D)[:, :, :T]
+    dkw = kernels.matmul(ds.swapaxes(-1, -2), qb) * scale
     # The windows overlap: add every window's slice back where it came from. Windows
     # are S long and start every b positions, so chunk m of each window lands at
     # n*b + m*b: a loop over the S/b chunks, each a single vectorised add.
@@ -356,9 +369,9 @@ def gathered_attention_backward(dout, cache):
     xp = array_module(dout)
     B, H, T, D = q.shape
     dvg = p[..., :, None] * dout[..., None, :]  # (B, H, T, K, D)
-    dp = xp.matmul(vg, dout[..., None])[..., 0]
+    dp = kernels.matmul(vg, dout[..., None])[..., 0]
     ds = _softmax_backward(dp, p)
-    dq = xp.matmul(ds[..., None, :], kg)[..., 0, :] * scale
+    dq = kernels.matmul(ds[..., None, :], kg)[..., 0, :] * scale
     dkg = ds[..., :, None] * q[..., None, :] * scale
     # Scatter the per-query copies back onto key positions (invalid slots carry zero).
     dk = xp.zeros_like(q)

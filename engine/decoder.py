@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import kernels
 from .backend import array_module
 from .config import GPTConfig
 from .layers import (EmbeddingCache, LayerNormCache, block_backward, block_forward, dropout_backward,
@@ -72,8 +73,10 @@ def backward(dlogits, cache: DecoderCache, params) -> dict:
     """Gradients of every parameter from d loss / d logits (B, T, V): a tree shaped like ``params``."""
     h = cache.h
     C = h.shape[-1]
-    dwte = dlogits.reshape(-1, dlogits.shape[-1]).T @ h.reshape(-1, C)  # the unembedding's use of wte
-    dx, g_lnf = layernorm_backward(dlogits @ params["wte"], cache.ln_f)
+    dl2 = dlogits.reshape(-1, dlogits.shape[-1])
+    dwte = kernels.linear(dl2.T, h.reshape(-1, C))  # dl2.T @ h: the unembedding's use of wte
+    dh = kernels.linear(dl2, params["wte"]).reshape(h.shape)  # dlogits @ wte
+    dx, g_lnf = layernorm_backward(dh, cache.ln_f)
     g_blocks = [None] * len(cache.blocks)
     for i in reversed(range(len(cache.blocks))):
         dx, g_blocks[i] = block_backward(dx, cache.blocks[i])

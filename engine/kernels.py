@@ -25,7 +25,8 @@ from .backend import array_module
 from . import memory
 from .memory import reuse_freed_memory  # noqa: F401
 from . import threads
-from .threads import MIN_PARALLEL, get_num_threads, one_blas_thread, parallel, set_num_threads  # noqa: F401
+from .threads import (MIN_PARALLEL, blas_on_one_thread, get_num_threads, one_blas_thread, parallel,  # noqa: F401
+                      set_num_threads)
 
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
@@ -145,6 +146,22 @@ def linear(x, w, b=None):
     return y
 
 
+def matmul(a, b):
+    """a @ b for stacks of matrices with the same leading shape: a (..., M, K), b (..., K, N) -> (..., M, N),
+    the stack cut across ``get_num_threads()`` threads, each running the BLAS on one thread (as
+    ``linear`` cuts rows). Other shapes (broadcasting, 2-D) and CuPy: ``matmul`` itself."""
+    xp = array_module(a)
+    if a.ndim < 3 or a.shape[:-2] != b.shape[:-2] or not isinstance(a, np.ndarray):
+        return xp.matmul(a, b)
+    out = empty(xp, a.shape[:-1] + (b.shape[-1],), xp.result_type(a, b))
+
+    def stack(a, b, out):
+        xp.matmul(a, b, out=out)
+
+    parallel(stack, a, b, out, blas=True, axes=a.ndim - 2)
+    return out
+
+
 def gemv_layout(w):
     """w: (C_in, C_out) -> the same matrix, stored the way a product with one row of x reads it fastest.
 
@@ -202,34 +219,6 @@ def gelu(x):
 
     parallel(piece, x, out, t)
     return out, t
-
-
-def gelu_grad(dy, x, t):
-    """dy * GELU'(x), given t = tanh(u) from ``gelu``: the formula of ``layers.gelu_backward``,
-    0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 a x^2), with one scratch buffer per piece and
-    the pieces cut across threads. dy, x, t: the same shape."""
-    xp = array_module(x)
-    if _is_cupy(xp):  # the plain expression, as before (CuPy runs one kernel per operator)
-        return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (GELU_C * (1.0 + 3 * GELU_A * x * x)))
-    dt = x.dtype.type
-    out = xp.empty_like(dy)
-
-    def piece(dy, x, t, out):
-        w = xp.multiply(x, x)
-        w *= dt(3 * GELU_A)
-        w += dt(1.0)
-        w *= dt(0.5 * GELU_C)
-        w *= x  # 0.5 x sqrt(2/pi) (1 + 3 a x^2)
-        xp.multiply(t, t, out=out)
-        xp.subtract(dt(1.0), out, out=out)
-        out *= w
-        out += dt(0.5)
-        xp.multiply(t, dt(0.5), out=w)
-        out += w
-        out *= dy
-
-    parallel(piece, dy, x, t, out)
-    return out
 
 
 # ---------------------------------------------------------------------- LayerNorm
@@ -313,3 +302,21 @@ def exp_rows_(s):
         s -= m
         xp.exp(s, out=s)
     return s.sum(axis=-1, keepdims=True, dtype=_stat_dtype(xp, s.dtype))
+
+
+def log_softmax(x):
+    """``layers.log_softmax`` (x - max - log(sum(exp(x - max))) over the last axis) with the rows cut
+    across threads, writing z = x - max straight into the result: the loss's (B, T, V) logits are
+    the largest array of a training step. Any (..., V)."""
+    xp = array_module(x)
+    if _is_cupy(xp):
+        z = x - x.max(axis=-1, keepdims=True)
+        return z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
+    out = xp.empty_like(x)
+
+    def piece(x, out):
+        xp.subtract(x, x.max(axis=-1, keepdims=True), out=out)
+        out -= xp.log(xp.exp(out).sum(axis=-1, keepdims=True))
+
+    parallel(piece, x, out)
+    return out

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import grad_kernels, kernels
 from .attention import attention_backward, attention_forward, attention_probs, cached_attention
 from .backend import array_module
 
@@ -137,12 +137,11 @@ def layernorm_forward(x, p, eps: float = 1e-5):
 
 
 def layernorm_backward(dy, cache: LayerNormCache):
+    """dy: (B, T, C) -> dx (B, T, C), {"g": (C,), "b": (C,)}. With dxhat = dy * g:
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dg = sum(dy * xhat), db = sum(dy)
+    (``grad_kernels.layernorm_grad`` computes exactly this, in fewer passes, across cores)."""
     xhat, rstd, g = cache
-    red = tuple(range(dy.ndim - 1))
-    dg = (dy * xhat).sum(axis=red)
-    db = dy.sum(axis=red)
-    dxhat = dy * g
-    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    dx, dg, db = grad_kernels.layernorm_grad(dy, xhat, rstd, g)
     return dx, {"g": dg, "b": db}
 
 
@@ -164,7 +163,9 @@ def linear_backward(dy, cache: LinearCache):
     x, w = cache
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
-    return dy @ w.T, {"w": x2.T @ dy2, "b": dy2.sum(axis=0)}
+    dx = kernels.linear(dy2, w.T)  # dy @ w.T, rows across cores
+    return dx.reshape(*dy.shape[:-1], w.shape[0]), {"w": kernels.linear(x2.T, dy2),  # x2.T @ dy2
+                                                    "b": grad_kernels.column_sums(dy2)}  # dy2.sum(axis=0)
 
 
 # ---------------------------------------------------------------------- GELU
@@ -179,10 +180,10 @@ def gelu_forward(x):
 
 def gelu_backward(dy, cache: GeluCache):
     """dy * GELU'(x) = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), the
-    derivative of ``gelu`` with t = tanh(u) kept from the forward pass (``kernels.gelu_grad``
+    derivative of ``gelu`` with t = tanh(u) kept from the forward pass (``grad_kernels.gelu_grad``
     computes exactly this, in fewer passes, across cores). Any shape."""
     x, t = cache
-    return kernels.gelu_grad(dy, x, t)
+    return grad_kernels.gelu_grad(dy, x, t)
 
 
 # ---------------------------------------------------------------------- heads

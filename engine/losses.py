@@ -10,7 +10,7 @@ with p the teachers' averaged probabilities kept to their ``k`` most likely toke
 s <= 1, so q sums to 1; the loss is -sum_v q_v log softmax(z)_v and its gradient with respect to
 the logits is softmax(z) - q, as for the ordinary loss with a one-hot q.
 
-Both are computed from one log-softmax (``layers.log_softmax``). Shapes: logits (B, T, V);
+Both are computed from one log-softmax (``layers.log_softmax``'s formula, as ``kernels.log_softmax``). Shapes: logits (B, T, V);
 targets (B, T) ints, -1 where a position does not count.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .backend import array_module
-from .layers import log_softmax
+from . import grad_kernels
+from .kernels import log_softmax  # layers.log_softmax's formula, the rows cut across cores
 
 
 class CrossEntropyCache(NamedTuple):
@@ -73,20 +74,13 @@ def cross_entropy_backward(dloss, cache: CrossEntropyCache):
 
 
 def _softmax_minus(dloss, c: CrossEntropyCache, dc: DistillCache | None):
+    """(softmax - q) * dloss / n at the positions that count, 0 elsewhere: ``grad_kernels.softmax_minus``."""
     xp = array_module(c.logp)
-    dlogits = xp.exp(c.logp)  # softmax
-    B, T, V = dlogits.shape
-    rows = xp.arange(B * T)
-    flat = dlogits.reshape(-1, V)
-    if dc is None:
-        flat[rows, c.safe.reshape(-1)] -= 1.0
-    else:
-        flat[rows, c.safe.reshape(-1)] -= dc.hard.reshape(-1)
-        k = dc.idx.shape[-1]
-        # indices are distinct within a row, so a plain fancy-indexed update adds every term
-        flat[xp.repeat(rows, k), dc.idx.reshape(-1)] -= dc.p.reshape(-1)
-    dlogits *= (c.mask[..., None] * (dloss / c.n)).astype(dlogits.dtype)
-    return dlogits
+    dt = c.logp.dtype
+    scale = (c.mask[..., None] * (dloss / c.n)).astype(dt)  # (B, T, 1)
+    hard = xp.ones(c.safe.shape + (1,), dtype=dt) if dc is None else dc.hard[..., None].astype(dt)
+    soft = () if dc is None else (dc.idx, dc.p.astype(dt))
+    return grad_kernels.softmax_minus(c.logp, scale, c.safe[..., None], hard, *soft)
 
 
 def distill_cross_entropy_forward(logits, targets, soft_idx, soft_p, alpha: float):

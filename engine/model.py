@@ -18,6 +18,7 @@ from .losses import (cross_entropy_backward, cross_entropy_forward, distill_cros
                      distill_cross_entropy_forward)
 # re-exported: the book, the exercises and the tests import them from engine.model
 from .params import check_params, init_params, tree_flatten, tree_map, tree_unflatten  # noqa: F401
+from .threads import blas_on_one_thread
 
 DTYPES = ("float64", "float32", "float16")  # CuPy has no bfloat16 dtype, so neither do we
 
@@ -136,14 +137,15 @@ class GPT:
         drop = None
         if dropout:
             drop = Dropout(dropout, range(ids.shape[0]) if dropout_seeds is None else dropout_seeds)
-        logits, cache = forward(self.params, ids, self.cfg, drop=drop, for_backward=True)
-        if soft is None:
-            loss, c_loss = cross_entropy_forward(logits, targets)
-            dlogits = cross_entropy_backward(1.0, c_loss)
-        else:
-            loss, c_loss = distill_cross_entropy_forward(logits, targets, *soft)
-            dlogits = distill_cross_entropy_backward(1.0, c_loss)
-        return float(loss), backward(dlogits, cache, self.params)
+        with blas_on_one_thread():  # every product below is cut across the cores by the engine itself
+            logits, cache = forward(self.params, ids, self.cfg, drop=drop, for_backward=True)
+            if soft is None:
+                loss, c_loss = cross_entropy_forward(logits, targets)
+                dlogits = cross_entropy_backward(1.0, c_loss)
+            else:
+                loss, c_loss = distill_cross_entropy_forward(logits, targets, *soft)
+                dlogits = distill_cross_entropy_backward(1.0, c_loss)
+            return float(loss), backward(dlogits, cache, self.params)
 
     # -------------------------------------------------------------- generation
     def generate(self, ids, max_new_tokens: int, temperature: float = 1.0, top_k=None, top_p=None,

@@ -15,7 +15,9 @@ creates no parameter-sized temporaries beyond one scratch buffer per tensor.
 from __future__ import annotations
 
 import math
+from functools import partial
 
+from . import kernels
 from .backend import array_module
 
 
@@ -66,6 +68,27 @@ def decays(name: str, shape) -> bool:
     return len(shape) >= 2
 
 
+def _adamw_update(p, g, m, v, tmp, decay, b1, b2, bc2, eps, step_size):
+    """One AdamW update of p in place from its gradient g and moments m, v (tmp: scratch), all one shape."""
+    xp = array_module(p)
+    dt = p.dtype.type
+    if decay != 1.0:
+        p *= dt(decay)                     # decoupled weight decay
+    m *= dt(b1)
+    xp.multiply(g, dt(1 - b1), out=tmp)
+    m += tmp                               # m = b1 m + (1 - b1) g
+    xp.multiply(g, g, out=tmp)
+    v *= dt(b2)
+    tmp *= dt(1 - b2)
+    v += tmp                               # v = b2 v + (1 - b2) g^2
+    xp.sqrt(v, out=tmp)
+    tmp *= dt(1 / math.sqrt(bc2))
+    tmp += dt(eps)                         # sqrt(v_hat) + eps
+    xp.divide(m, tmp, out=tmp)
+    tmp *= dt(step_size)
+    p -= tmp                               # p -= lr m_hat / (sqrt(v_hat) + eps)
+
+
 class AdamW:
     """AdamW with GPT-3's defaults, updating flat {name: array} parameters in place.
 
@@ -100,6 +123,10 @@ class AdamW:
         missing = [k for k in self.names if k not in grads]
         if missing:
             raise ValueError(f"no gradient for: {missing[:5]}")
+        with kernels.blas_on_one_thread():  # the update is cut across the cores by the engine (threads.py)
+            return self._step(grads, lr)
+
+    def _step(self, grads: dict, lr: float) -> float:
         gs = [grads[k] for k in self.names]
         norm = global_norm(gs)
         if not math.isfinite(norm):  # refuse before touching any parameter
@@ -113,24 +140,11 @@ class AdamW:
         bc2 = 1 - b2 ** self.t
         step_size = lr / bc1
         for k in self.names:
-            p, g, m, v, tmp = self.params[k], grads[k], self.m[k], self.v[k], self._tmp[k]
-            xp = array_module(p)
-            dt = p.dtype.type
-            if self.weight_decay and decays(k, p.shape):
-                p *= dt(1 - lr * self.weight_decay)  # decoupled weight decay
-            m *= dt(b1)
-            xp.multiply(g, dt(1 - b1), out=tmp)
-            m += tmp                               # m = b1 m + (1 - b1) g
-            xp.multiply(g, g, out=tmp)
-            v *= dt(b2)
-            tmp *= dt(1 - b2)
-            v += tmp                               # v = b2 v + (1 - b2) g^2
-            xp.sqrt(v, out=tmp)
-            tmp *= dt(1 / math.sqrt(bc2))
-            tmp += dt(self.eps)                    # sqrt(v_hat) + eps
-            xp.divide(m, tmp, out=tmp)
-            tmp *= dt(step_size)
-            p -= tmp                               # p -= lr m_hat / (sqrt(v_hat) + eps)
+            decay = 1 - lr * self.weight_decay if self.weight_decay and decays(k, self.params[k].shape) else 1.0
+            # the update is element-wise: big tensors are cut across cores (small ones run inline)
+            kernels.parallel(partial(_adamw_update, decay=decay, b1=b1, b2=b2, bc2=bc2, eps=self.eps,
+                                     step_size=step_size),
+                             self.params[k], grads[k], self.m[k], self.v[k], self._tmp[k])
         return norm
 
     def state_dict(self) -> dict:

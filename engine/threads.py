@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -98,17 +99,39 @@ def one_blas_thread(fn, *args) -> None:
     two. A single core here already streams about the memory bandwidth that two do (24 against
     24-28 GB/s).
     """
+    with blas_on_one_thread():
+        fn(*args)
+
+
+_SERIAL = False  # inside ``blas_on_one_thread``: the BLAS is already on one thread
+
+
+@contextmanager
+def blas_on_one_thread():
+    """Run the block with the BLAS on one thread, then put its thread count back (on the main thread,
+    outside ``parallel``; elsewhere it changes nothing).
+
+    A training step runs in one (``GPT.loss_and_grads``, ``AdamW.step``): every product in it is cut
+    across the cores by ``parallel`` or ``kernels.linear`` / ``kernels.matmul``, so the BLAS's own
+    workers never start, and never spin on a core after a call while the element-wise pieces
+    that come next need it (with them spinning, a second thread gained those pieces nothing).
+    """
+    global _SERIAL
     main = threading.current_thread() is threading.main_thread()  # other threads leave the BLAS alone
-    saved = [(c, c.num_threads) for c in _blas_controllers()] if main and not _BUSY else []
+    saved = [(c, c.num_threads) for c in _blas_controllers()] if main and not _BUSY and not _SERIAL else []
+    if saved:
+        _SERIAL = True
     try:
         for c, k in saved:
             if k != 1:
                 c.set_num_threads(1)
-        fn(*args)
+        yield
     finally:
         for c, k in saved:
             if k != 1:
                 c.set_num_threads(k)
+        if saved:
+            _SERIAL = False
 
 
 def parallel(fn, *arrays, blas: bool = False, axes: int | None = None) -> None:
@@ -152,7 +175,7 @@ def parallel(fn, *arrays, blas: bool = False, axes: int | None = None) -> None:
                 piece = todo.pop()
             fn(*piece)
 
-    saved = [(c, c.num_threads) for c in _blas_controllers()] if blas else []
+    saved = [(c, c.num_threads) for c in _blas_controllers()] if blas and not _SERIAL else []
     _BUSY = True
     try:
         for c, _ in saved:

@@ -60,6 +60,7 @@ def test_opting_out_does_nothing():
 # ---------------------------------------------------------------------- fast kernels against their plain twins
 import numpy as np  # noqa: E402
 
+from engine import grad_kernels as GK  # noqa: E402
 from engine import kernels as K  # noqa: E402
 from engine import layers  # noqa: E402
 
@@ -95,7 +96,7 @@ def test_gelu_grad_kernel_is_the_derivative(shape, dtype, tol):
     x = (rng.standard_normal(shape) * 3).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     _, t = K.gelu(x)
-    got = K.gelu_grad(dy, x, t)
+    got = GK.gelu_grad(dy, x, t)
     assert got.dtype == dtype and got.shape == x.shape
     plain = dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (layers.GELU_C * (1 + 3 * 0.044715 * x * x)))
     np.testing.assert_allclose(got, plain, rtol=tol, atol=tol)
@@ -104,7 +105,7 @@ def test_gelu_grad_kernel_is_the_derivative(shape, dtype, tol):
     np.testing.assert_allclose(got, dy * fd, rtol=1e-4 if dtype == np.float32 else 1e-7, atol=1e-5)
     try:
         K.set_num_threads(3)
-        np.testing.assert_array_equal(K.gelu_grad(dy, x, t), got)  # the same bits on three threads
+        np.testing.assert_array_equal(GK.gelu_grad(dy, x, t), got)  # the same bits on three threads
     finally:
         K.set_num_threads(None)
 
@@ -140,3 +141,153 @@ def test_mean_last_is_mean():
     x = np.random.default_rng(5).standard_normal((4, 9, 33)).astype(np.float32)
     np.testing.assert_array_equal(K.mean_last(x)[..., 0], np.add.reduce(x, axis=-1) / np.float32(33))
     np.testing.assert_allclose(K.mean_last(x), x.mean(axis=-1, keepdims=True), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- the backward kernels (grad_kernels)
+def _three_threads(fn):
+    """fn() on three element-wise threads (the pieces cut differently), then back to the default."""
+    try:
+        K.set_num_threads(3)
+        return fn()
+    finally:
+        K.set_num_threads(None)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(1, 2, 8)])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5), (np.float16, 5e-3)])
+def test_layernorm_grad_kernel_is_the_plain_formula_and_the_derivative(shape, dtype, tol):
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    g, b = (1 + rng.standard_normal(shape[-1])).astype(dtype), rng.standard_normal(shape[-1]).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    _, xhat, rstd = K.layernorm(x, g, b, 1e-5)
+    dx, dg, db = GK.layernorm_grad(dy, xhat, rstd, g)
+    assert dx.shape == x.shape and dg.shape == db.shape == g.shape and dx.dtype == dtype
+    f = lambda a: a.astype(np.float64)  # noqa: E731
+    dxhat = f(dy) * f(g)
+    plain = f(rstd) * (dxhat - dxhat.mean(-1, keepdims=True) - f(xhat) * (dxhat * f(xhat)).mean(-1, keepdims=True))
+    scale = 1 if dtype != np.float16 else np.abs(plain).max()
+    np.testing.assert_allclose(dx, plain, rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(dg, (f(dy) * f(xhat)).sum(axis=(0, 1)), rtol=tol, atol=tol * shape[0] * shape[1])
+    np.testing.assert_allclose(db, f(dy).sum(axis=(0, 1)), rtol=tol, atol=tol * shape[0] * shape[1])
+    if dtype == np.float64 and shape[1] < 10:  # central differences of the plain LayerNorm, a few entries
+        h = 1e-6
+        for i in [(0, 0, 0), (0, shape[1] - 1, shape[2] - 1)]:
+            e = np.zeros_like(x)
+            e[i] = h
+            fd = ((layers.layernorm(x + e, g, b, 1e-5) - layers.layernorm(x - e, g, b, 1e-5)) * dy).sum() / (2 * h)
+            assert dx[i] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    if x.size >= K.MIN_PARALLEL:
+        again = _three_threads(lambda: GK.layernorm_grad(dy, xhat, rstd, g))
+        np.testing.assert_array_equal(again[0], dx)  # rows are independent: the same bits on three threads
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (2, 6, 128, 256)])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-6)])
+def test_softmax_grad_kernel_is_the_plain_formula_and_the_derivative(shape, dtype, tol):
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal(shape).astype(dtype)
+    p = layers.softmax(z).astype(dtype)
+    dp = rng.standard_normal(shape).astype(dtype)
+    plain = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    work = dp.copy()
+    got = GK.softmax_grad_(work, p)
+    assert got is work  # in place
+    np.testing.assert_allclose(got, plain, rtol=tol, atol=tol)
+    if dtype == np.float64 and shape[-1] < 10:  # against central differences of softmax itself
+        h = 1e-6
+        e = np.zeros_like(z)
+        e[0, 0, 0, 3] = h
+        fd = ((layers.softmax(z + e) - layers.softmax(z - e)) * dp).sum() / (2 * h)
+        assert got[0, 0, 0, 3] == pytest.approx(fd, rel=1e-6)
+    view = dp.copy()[:, 1:]  # a strided view, as the banded layout's windows are
+    np.testing.assert_allclose(GK.softmax_grad_(view, p[:, 1:]), plain[:, 1:], rtol=tol, atol=tol)
+    if dp.size >= K.MIN_PARALLEL:
+        np.testing.assert_array_equal(_three_threads(lambda: GK.softmax_grad_(dp.copy(), p)), got)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 11), (4, 64, 1024)])
+def test_log_softmax_kernel_is_the_plain_formula_to_the_bit(shape):
+    z = (np.random.default_rng(8).standard_normal(shape) * 10).astype(np.float32)
+    got = K.log_softmax(z)
+    np.testing.assert_array_equal(got, layers.log_softmax(z))  # the same operations, row by row
+    np.testing.assert_array_equal(_three_threads(lambda: K.log_softmax(z)), got)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 11), (4, 64, 1024)])
+def test_softmax_minus_kernel_is_softmax_minus_the_target(shape):
+    rng = np.random.default_rng(9)
+    logp = layers.log_softmax(rng.standard_normal(shape) * 3)
+    B, T, V = shape
+    safe = rng.integers(0, V, (B, T, 1))
+    hard = rng.uniform(0.5, 1.0, (B, T, 1))
+    soft_idx = np.stack([rng.permutation(V)[:3] for _ in range(B * T)]).reshape(B, T, 3)  # distinct in a row
+    soft_idx[0, 0, 0] = safe[0, 0, 0]  # an id in both pairs: the two weights add up
+    soft_p = rng.uniform(0, 0.1, (B, T, 3))
+    scale = rng.uniform(0, 2, (B, T, 1))
+    q = np.zeros(shape)
+    np.put_along_axis(q, safe, hard, axis=-1)
+    for j in range(3):
+        q[np.arange(B)[:, None], np.arange(T)[None, :], soft_idx[..., j]] += soft_p[..., j]
+    want = (np.exp(logp) - q) * scale
+    np.testing.assert_allclose(GK.softmax_minus(logp, scale, safe, hard, soft_idx, soft_p), want, rtol=1e-12,
+                               atol=1e-15)
+    one = GK.softmax_minus(logp, scale, safe, np.ones((B, T, 1)))  # the plain cross-entropy
+    onehot = np.zeros(shape)
+    np.put_along_axis(onehot, safe, 1.0, axis=-1)
+    np.testing.assert_allclose(one, (np.exp(logp) - onehot) * scale, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(_three_threads(lambda: GK.softmax_minus(logp, scale, safe, np.ones((B, T, 1)))),
+                                  one)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 300, 512)])
+def test_column_sums_are_sums(shape):
+    x = np.random.default_rng(10).standard_normal(shape)
+    np.testing.assert_allclose(GK.column_sums(x), x.reshape(-1, shape[-1]).sum(axis=0), rtol=1e-12, atol=1e-12)
+    x16 = x.astype(np.float16)
+    assert GK.column_sums(x16).dtype == np.float16
+
+
+@pytest.mark.parametrize("lead", [(2, 3), (8, 6), (1, 1)])
+def test_stacked_matmul_kernel_is_matmul(lead):
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal(lead + (64, 32)), rng.standard_normal(lead + (32, 48))
+    np.testing.assert_allclose(K.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(K.matmul(a.swapaxes(-1, -2).copy().swapaxes(-1, -2), b), a @ b, rtol=1e-12,
+                               atol=1e-12)  # strided views
+    np.testing.assert_allclose(K.matmul(a, b[:1]), a @ b[:1], rtol=1e-12, atol=1e-12)  # broadcasting: plain
+    np.testing.assert_allclose(_three_threads(lambda: K.matmul(a, b)), a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_training_step_runs_with_the_blas_on_one_thread_and_puts_it_back():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from engine import GPT, GPTConfig, threads
+    from engine.optim import AdamW
+    from engine.params import tree_flatten
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    model = GPT(GPTConfig(n_layer=1, n_head=2, d_model=16, n_ctx=8, vocab_size=32), seed=0)
+    seen = []
+    real = layers.linear_backward
+
+    def spy(dy, cache):
+        seen.append(blas_threads())
+        return real(dy, cache)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if not blas_threads() or blas_threads() != [2] * len(blas_threads()):
+            pytest.skip("no BLAS whose threads threadpoolctl can set")
+        try:
+            layers.linear_backward = spy
+            ids = np.arange(8)[None] % 32
+            loss, grads = model.loss_and_grads(ids, (ids + 1) % 32)
+        finally:
+            layers.linear_backward = real
+        assert seen and all(s == [1] * len(s) for s in seen)  # inside the step: one BLAS thread
+        assert blas_threads() == [2] * len(blas_threads())  # and two again after it
+        AdamW(tree_flatten(model.params)).step(tree_flatten(grads))
+        assert blas_threads() == [2] * len(blas_threads())
+        assert not threads._SERIAL
