@@ -51,8 +51,8 @@ def softmax_minus(logp, scale, *targets):
     an id may appear in two pairs). Rows are cut across threads; each piece exponentiates,
     subtracts and scales its rows while they are in cache. -> (..., V)"""
     xp = array_module(logp)
-    out = xp.exp(logp) if _is_cupy(xp) else xp.empty_like(logp)
     if _is_cupy(xp):  # CuPy: the whole array at once, fancy indexing on the flat rows
+        out = xp.exp(logp)
         V = out.shape[-1]
         flat = out.reshape(-1, V)
         for idx, w in zip(targets[::2], targets[1::2]):
@@ -60,6 +60,7 @@ def softmax_minus(logp, scale, *targets):
             flat[xp.repeat(xp.arange(flat.shape[0]), k), idx.reshape(-1)] -= w.reshape(-1)
         out *= scale
         return out
+    out = xp.empty_like(logp)
 
     def piece(logp, scale, out, *targets):
         xp.exp(logp, out=out)
@@ -101,7 +102,7 @@ def layernorm_grad(dy, xhat, rstd, g):
     than NumPy's column sum. dy, xhat: (..., C); rstd: (..., 1); g: (C,) -> (dx, dg (C,), db (C,))."""
     xp = array_module(dy)
     C = dy.shape[-1]
-    if _is_cupy(xp) or dy.dtype.itemsize < 4:  # float16: NumPy's products are not BLAS ones
+    if _is_cupy(xp) or dy.dtype.itemsize < 4:  # float16: the plain formula (einsum would sum in float16)
         red = tuple(range(dy.ndim - 1))
         dxhat = dy * g
         dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
