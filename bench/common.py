@@ -76,14 +76,24 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(ts)
 
 
-def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
-    """Median time of each function in ``fns`` ({name: fn}), the runs interleaved round-robin."""
+# A multi-threaded BLAS call leaves its worker threads spinning for a while: after one NumPy sgemm,
+# OpenBLAS's worker burnt 110 ms of a core while the caller slept (PyTorch's: 10 ms). Measured
+# back to back, that would be charged to whichever side runs next (the engine's forward ran 2% slower
+# right after the sgemm probe), so every timed run starts this long after the previous one ended.
+SETTLE_S = 0.2
+
+
+def paired_times(fns: dict, repeats: int = 5, warmup: int = 1, settle: float = SETTLE_S) -> dict:
+    """Median time of each function in ``fns`` ({name: fn}), the runs interleaved round-robin, each
+    ``settle`` seconds after the previous run ended (untimed), so that no side pays for the threads
+    another left spinning."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     ts = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            time.sleep(settle)
             t = time.perf_counter()
             fn()
             ts[k].append(time.perf_counter() - t)
@@ -91,14 +101,23 @@ def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
 
 
 # ---------------------------------------------------------------------- machine rates
-def matmul_probe(n: int = 1024, k: int = 768, m: int = 3072, dtype=np.float32):
-    """(fn, flops): one NumPy (BLAS) (n, k) @ (k, m) matrix product, to time next to the code it is
-    compared with (``paired_times``), so that both see the same moments of a noisy machine."""
+def matmul_probe(n: int = 1024, k: int = 768, m: int = 3072, dtype=np.float32, calls: int = 1):
+    """(fn, flops): ``calls`` NumPy (BLAS) (n, k) @ (k, m) matrix products in a row, to time next to the
+    code it is compared with (``paired_times``), so that both see the same moments of a noisy machine.
+    Give ``calls`` enough for about as much arithmetic as that code: one 30 ms product samples a
+    moment, and on a shared machine its rate swung 65-91 GFLOP/s (one thread) between runs of a 3 s
+    forward pass; as many products as the forward does spans the same stretch of the machine's load."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, k), dtype=dtype)
     b = rng.standard_normal((k, m), dtype=dtype)
     out = np.empty((n, m), dtype=dtype)
-    return (lambda: np.matmul(a, b, out=out)), 2.0 * n * k * m
+
+    def fn():
+        for _ in range(calls):
+            np.matmul(a, b, out=out)
+        return out
+
+    return fn, 2.0 * n * k * m * calls
 
 
 def matmul_rate(n: int = 1024, k: int = 768, m: int = 3072, repeats: int = 5, dtype=np.float32) -> float:

@@ -123,11 +123,15 @@ def bmm(a, b, out=None):
 def linear(x, w, b=None):
     """x @ w (+ b), as one 2-D product. x: (N, C_in); w: (C_in, C_out) (may be a transposed view); b: (C_out,).
 
-    On NumPy the rows are cut across ``get_num_threads()`` threads, each running the BLAS on one
-    thread, and the bias is added by the thread that computed the rows (while they are in cache).
+    On NumPy the product is cut across ``get_num_threads()`` threads, each running the BLAS on one
+    thread, and the bias is added by the thread that computed its part (while it is in cache).
     Letting the BLAS thread one big product instead costs more than it looks: after each call its
     worker threads spin for a while, and take a core from the element-wise passes and the attention
-    that come next. Rows do not depend on each other, so the cut does not change the arithmetic.
+    that come next. The cut goes through the larger operand: a BLAS call packs all of the operand it
+    does not cut, so each piece rereads it. Cut by rows of x, every piece would read all of wte (154 MB
+    for GPT-2, from memory) in the unembedding of a prefill; cut by columns of w, each reads its share
+    (1 x 1,024 tokens on two threads: 170 against 181 GFLOP/s). Results agree with ``x @ w`` to
+    round-off (a BLAS blocks differently by size, so the last bits can depend on the cut).
     With ``ENGINE_DECODE_ONE_BLAS_THREAD=1`` a product of fewer than ``threads.FEW_ROWS`` rows (a
     generation step) runs on one BLAS thread instead (``threads.one_blas_thread`` says when that helps).
     """
@@ -139,8 +143,16 @@ def linear(x, w, b=None):
         if b is not None:
             y += b
 
-    if threads.DECODE_ONE_BLAS_THREAD and x.shape[0] < threads.FEW_ROWS and isinstance(x, np.ndarray):
+    def columns(wt, yt, bt):  # views of w.T, y.T, b as a column: one piece of w's columns
+        xp.matmul(x, wt.T, out=yt.T)
+        if b is not None:
+            yt += bt
+
+    few = x.shape[0] < threads.FEW_ROWS  # a generation step: the BLAS's own threads stream w better
+    if threads.DECODE_ONE_BLAS_THREAD and few and isinstance(x, np.ndarray):
         one_blas_thread(rows, x, y)
+    elif not few and w.size > x.size:
+        parallel(columns, w.T, y.T, (b if b is not None else w[0]).reshape(-1, 1), blas=True)
     else:
         parallel(rows, x, y, blas=True)
     return y
@@ -194,30 +206,36 @@ def causal_block(xp, T: int) -> int:
 
 
 # ---------------------------------------------------------------------- GELU
-def gelu(x):
-    """GELU, tanh form: returns (0.5 x (1 + t), t) with t = tanh(sqrt(2/pi) (x + 0.044715 x^3)). Any shape."""
+def gelu(x, keep_tanh: bool = True):
+    """GELU, tanh form: returns (0.5 x (1 + t), t) with t = tanh(sqrt(2/pi) (x + 0.044715 x^3)). Any shape.
+
+    ``keep_tanh=False`` (inference): t is not computed, and None is returned in its place."""
     xp = array_module(x)
     if _is_cupy(xp):
-        return _cupy_kernel("gelu", x.dtype)(x)
+        out, t = _cupy_kernel("gelu", x.dtype)(x)
+        return out, (t if keep_tanh else None)
     dt = x.dtype.type
-    out, t = xp.empty_like(x), xp.empty_like(x)
+    out = xp.empty_like(x)
+    t = xp.empty_like(x) if keep_tanh else None
 
     # 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)): NumPy's exp is vectorised and about twice as fast
-    # as its tanh here, so go through exp and recover t = tanh(u) = 2 / (1 + exp(-2u)) - 1.
-    def piece(x, out, t):
-        xp.multiply(x, x, out=t)
-        t *= dt(GELU_A)
-        t += dt(1.0)
-        t *= x  # x + a x^3
-        t *= dt(-2.0 * GELU_C)  # -2u
+    # as its tanh here, so go through exp and recover t = tanh(u) = 2 / (1 + exp(-2u)) - 1 if it is
+    # wanted. -2u = x (-2c - 2ca x^2): four passes. Without t, the scratch is ``out`` itself.
+    def piece(x, out, t=None):
+        e = out if t is None else t
+        xp.multiply(x, x, out=e)
+        e *= dt(-2.0 * GELU_C * GELU_A)
+        e += dt(-2.0 * GELU_C)
+        e *= x  # -2u
         with np.errstate(over="ignore"):  # exp -> inf for very negative x: GELU -> -0, t -> -1, both right
-            xp.exp(t, out=t)
-        t += dt(1.0)
-        xp.divide(x, t, out=out)
-        xp.divide(dt(2.0), t, out=t)
-        t -= dt(1.0)
+            xp.exp(e, out=e)
+        e += dt(1.0)
+        xp.divide(x, e, out=out)
+        if t is not None:
+            xp.divide(dt(2.0), t, out=t)
+            t -= dt(1.0)
 
-    parallel(piece, x, out, t)
+    parallel(piece, x, out, *([t] if keep_tanh else []))
     return out, t
 
 

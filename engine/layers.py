@@ -169,12 +169,12 @@ def linear_backward(dy, cache: LinearCache):
 
 
 # ---------------------------------------------------------------------- GELU
-def gelu_forward(x):
-    """``gelu`` above, keeping t = tanh(...) for the backward pass. Any shape.
+def gelu_forward(x, for_backward: bool = True):
+    """``gelu`` above, keeping t = tanh(...) for the backward pass (unless ``for_backward=False``). Any shape.
 
     ``kernels.gelu`` computes it with two buffers and no temporaries (one fused kernel on a GPU).
     """
-    out, t = kernels.gelu(x)
+    out, t = kernels.gelu(x, keep_tanh=for_backward)
     return out, GeluCache(x, t)
 
 
@@ -245,10 +245,12 @@ def self_attention_backward(dy, cache: AttentionLayerCache):
 
 
 # ---------------------------------------------------------------------- MLP sub-block
-def mlp_forward(x, p):
-    """Position-wise feed-forward: expand to d_ff, GELU, project back. x: (B, T, C) -> (B, T, C)"""
+def mlp_forward(x, p, for_backward: bool = True):
+    """Position-wise feed-forward: expand to d_ff, GELU, project back. x: (B, T, C) -> (B, T, C)
+
+    ``for_backward=False``: inference; the returned cache cannot be used by ``mlp_backward``."""
     h, c_fc = linear_forward(x, p["c_fc"])
-    a, c_gelu = gelu_forward(h)
+    a, c_gelu = gelu_forward(h, for_backward)
     y, c_proj = linear_forward(a, p["c_proj"])
     return y, MLPCache(c_fc, c_gelu, c_proj)
 
@@ -313,7 +315,7 @@ def block_forward(x, p, cfg, layer=0, *, drop=None, for_backward=True, kv=None, 
     a, m_attn = dropout_forward(a, drop)
     x = x + a
     h, c_ln2 = layernorm_forward(x, p["ln_2"], s.eps)
-    m, c_mlp = mlp_forward(h, p["mlp"])
+    m, c_mlp = mlp_forward(h, p["mlp"], for_backward)
     m, m_mlp = dropout_forward(m, drop)
     return x + m, BlockCache(c_ln1, c_attn, m_attn, c_ln2, c_mlp, m_mlp)
 

@@ -171,6 +171,9 @@ def test_machine_probes_compute_what_their_rates_claim():
     fn, flops = common.matmul_probe(8, 4, 2)
     y = fn()
     assert y.shape == (8, 2) and flops == 2 * 8 * 4 * 2
+    fn3, flops3 = common.matmul_probe(8, 4, 2, calls=3)  # three products: three times the arithmetic
+    np.testing.assert_allclose(fn3(), y, rtol=1e-6)
+    assert flops3 == 3 * flops
     probes, nbytes = common.bandwidth_probes(1 << 20)
     assert nbytes == 1 << 20 and set(probes) == {"bw A x", "bw x A"}
     rows = nbytes // (4 * 4096)

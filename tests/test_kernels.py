@@ -89,6 +89,23 @@ def test_gelu_kernel_is_the_plain_formula(shape, dtype, tol):
     np.testing.assert_allclose(t, np.tanh(layers.GELU_C * (x + 0.044715 * x ** 3)), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_gelu_without_tanh_gives_the_same_output(threads):
+    """Inference's GELU (no t kept): the same bits as the training forward's output, any thread count."""
+    x = (np.random.default_rng(2).standard_normal((4, 300, 96)) * 4).astype(np.float32)
+    x.flat[:3] = [-60.0, 0.0, 60.0]
+    try:
+        K.set_num_threads(threads)
+        out, t = K.gelu(x, keep_tanh=False)
+    finally:
+        K.set_num_threads(None)
+    assert t is None
+    np.testing.assert_array_equal(out, K.gelu(x)[0])
+    y, cache = layers.gelu_forward(x, for_backward=False)
+    np.testing.assert_array_equal(y, out)
+    assert cache.t is None
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
 def test_gelu_grad_kernel_is_the_derivative(shape, dtype, tol):
@@ -135,6 +152,34 @@ def test_linear_and_bmm_kernels_are_matmul(rows):
     np.testing.assert_allclose(K.linear(x, w.T.copy().T), x @ w, rtol=1e-12, atol=1e-12)  # a transposed view
     a, c = rng.standard_normal((2, 3, rows, 8)), rng.standard_normal((2, 3, 8, 7))
     np.testing.assert_allclose(K.bmm(a, c), a @ c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows,cols,cut", [(1000, 40, "rows"), (600, 3000, "columns"), (5, 3000, "none")])
+def test_linear_cuts_through_its_larger_operand(monkeypatch, rows, cols, cut):
+    """kernels.linear on three threads: w cut by columns when it is the larger operand (each piece then
+    reads its share of w, not all of it), x by rows otherwise, and a generation step's few rows left to
+    the BLAS whole; every way the same product as x @ w + b, for a transposed view of w too."""
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((rows, 160)), rng.standard_normal((160, cols)), rng.standard_normal(cols)
+    cuts = []  # per parallel call: the shape of the array it cuts, and how many pieces ran
+    real = K.parallel
+
+    def spy(fn, *arrays, **kw):
+        pieces = []
+        real(lambda *a: (pieces.append(a[0].shape), fn(*a)), *arrays, **kw)
+        cuts.append((arrays[0].shape, len(pieces)))
+
+    monkeypatch.setattr(K, "parallel", spy)
+    try:
+        K.set_num_threads(3)
+        got, got_t = K.linear(x, w, b), K.linear(x, np.ascontiguousarray(w.T).T)
+    finally:
+        K.set_num_threads(None)
+    np.testing.assert_allclose(got, x @ w + b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_t, x @ w, rtol=1e-12, atol=1e-12)
+    n = 3 * K.threads.PIECES_PER_THREAD
+    want = {"rows": ((rows, 160), n), "columns": ((cols, 160), n), "none": ((rows, 160), 1)}[cut]
+    assert cuts == [want, want]
 
 
 def test_mean_last_is_mean():
