@@ -151,7 +151,7 @@ def linear(x, w, b=None):
     few = x.shape[0] < threads.FEW_ROWS  # a generation step: the BLAS's own threads stream w better
     if threads.DECODE_ONE_BLAS_THREAD and few and isinstance(x, np.ndarray):
         one_blas_thread(rows, x, y)
-    elif not few and w.size > x.size:
+    elif not few and w.size > x.size and xp is np:  # on a GPU: one product, as it is
         parallel(columns, w.T, y.T, (b if b is not None else w[0]).reshape(-1, 1), blas=True)
     else:
         parallel(rows, x, y, blas=True)
