@@ -230,7 +230,9 @@ def _write_assets(out: Path, model: GPT, enc, metrics: dict) -> None:
     """Weights (float32), config, tokenizer, metrics, curves, model card and manifest into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     weights = tree_flatten(model.params)
-    save_file({k: to_numpy(v).astype("float32") for k, v in weights.items()}, str(out / "model.safetensors"))
+    # C order: save_file writes an array's memory as it lies (the model keeps wte in F order)
+    save_file({k: np.ascontiguousarray(to_numpy(v), dtype=np.float32) for k, v in weights.items()},
+              str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1) + "\n")
     save_encoding(enc, out / "tokenizer.tiktoken")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
