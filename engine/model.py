@@ -52,12 +52,6 @@ class GPT:
         else:
             check_params(params, self.cfg)
         self.params = tree_map(lambda a: self.xp.asarray(a, dtype=self._dt), params)
-        if self.xp is np:
-            # wte (V, C) kept in F order, i.e. as its (C, V) transpose in C order: the same values, no
-            # extra memory, and the unembedding x @ wte.T of a generation step then streams it 1.19x
-            # faster on one thread (OpenBLAS reads a row-major matrix fastest in that orientation;
-            # bench/RESULTS.md, issue 24, seventh pass); the embedding's row lookups barely notice
-            self.params["wte"] = np.asfortranarray(self.params["wte"])
 
     # -------------------------------------------------------------- basics
     @property

@@ -110,20 +110,6 @@ def test_decode_params_change_layout_only():
     assert model.params["h"][0]["mlp"]["c_proj"]["w"].flags.c_contiguous  # the model's own are untouched
 
 
-def test_model_keeps_wte_transposed_in_memory():
-    """wte (V, C) lies in F order on NumPy, so x @ wte.T streams it row by row; values, results unchanged."""
-    model = tiny_model(dtype="float32")
-    wte = model.params["wte"]
-    assert wte.flags.f_contiguous and not wte.flags.c_contiguous and wte.shape == (50, 16)
-    assert model.to(dtype="float32").params["wte"].flags.f_contiguous  # every way of building a model
-    prompt = np.random.default_rng(3).integers(0, 50, 5)
-    greedy = model.generate(prompt, 12, temperature=0)
-    logits = model(prompt)
-    model.params["wte"] = np.ascontiguousarray(wte)  # the same values in C order
-    np.testing.assert_allclose(model(prompt), logits, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(model.generate(prompt, 12, temperature=0), greedy)
-
-
 @pytest.mark.parametrize("attention", ["dense", "alternating"])
 def test_generation_with_the_step_layout(attention, monkeypatch):
     """Long generations run their steps on ``decode_params``: the tokens are those of the plain loop."""
