@@ -34,11 +34,10 @@ def _matrices(name, shape, rng):
     """The matrices of one shape, each (C_in, C_out), laid out as the engine's decode holds them."""
     from engine.kernels import gemv_layout
 
-    n = 1 if name.startswith("unembedding") else COPIES
     if name.startswith("unembedding"):
         wte = rng.standard_normal(shape[::-1], dtype=np.float32)  # (V, C), as the model stores it
         return [wte.T]
-    return [gemv_layout(rng.standard_normal(shape, dtype=np.float32)) for _ in range(n)]
+    return [gemv_layout(rng.standard_normal(shape, dtype=np.float32)) for _ in range(COPIES)]
 
 
 def _ort_session(ws, threads):

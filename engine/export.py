@@ -230,7 +230,7 @@ def _write_assets(out: Path, model: GPT, enc, metrics: dict) -> None:
     """Weights (float32), config, tokenizer, metrics, curves, model card and manifest into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     weights = tree_flatten(model.params)
-    # C order: save_file writes an array's memory as it lies (the model keeps wte in F order)
+    # C order: save_file writes an array's memory as it lies, so a transposed view would ship transposed
     save_file({k: np.ascontiguousarray(to_numpy(v), dtype=np.float32) for k, v in weights.items()},
               str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1) + "\n")
