@@ -7,6 +7,8 @@ and moment (runs interleaved, medians):
 
 - ``numpy``: NumPy's BLAS (OpenBLAS in the wheels) on the matrices as the engine's ``generate``
   holds them (``generate.decode_params``: c_proj from a transposed copy, wte as stored);
+- ``engine``: ``kernels.linear`` on the same matrices: the BLAS, except on one thread for the
+  unembedding, where it is ``kernels.vecmat`` (NumPy's own loop);
 - ``torch``: PyTorch's ``matmul`` on the same arrays (shared memory, the same layout);
 - ``onnxruntime``: a graph of ``MatMul`` nodes with the matrices as initializers (the way the
   exported decoder holds them: its CPU provider may prepack them into its own layout).
@@ -64,6 +66,8 @@ def _ort_session(ws, threads):
 
 def rates(threads: int, repeats: int = 9, seed: int = 0) -> dict:
     """{shape name: {kernel: GB/s}} of one-row products, the kernels interleaved."""
+    from engine.kernels import linear
+
     info = set_threads(threads)
     try:
         rng = np.random.default_rng(seed)
@@ -71,7 +75,7 @@ def rates(threads: int, repeats: int = 9, seed: int = 0) -> dict:
         for name, shape in SHAPES.items():
             ws = _matrices(name, shape, rng)
             x = rng.standard_normal((1, shape[0]), dtype=np.float32)
-            fns = {"numpy": lambda: [x @ w for w in ws]}
+            fns = {"numpy": lambda: [x @ w for w in ws], "engine": lambda: [linear(x, w) for w in ws]}
             try:
                 import torch
 
@@ -86,8 +90,10 @@ def rates(threads: int, repeats: int = 9, seed: int = 0) -> dict:
             except ImportError:
                 pass
             ref = ws[0] if len(ws) == 1 else None
-            if ref is not None and "torch" in fns:  # the kernels compute the same product
-                np.testing.assert_allclose(fns["torch"]()[0].numpy(), x @ ref, rtol=1e-3, atol=1e-3)
+            if ref is not None:  # the kernels compute the same product
+                np.testing.assert_allclose(fns["engine"]()[0], x @ ref, rtol=1e-3, atol=1e-3)
+                if "torch" in fns:
+                    np.testing.assert_allclose(fns["torch"]()[0].numpy(), x @ ref, rtol=1e-3, atol=1e-3)
             times = {k: [] for k in fns}
             for fn in fns.values():
                 fn()

@@ -132,8 +132,9 @@ def linear(x, w, b=None):
     for GPT-2, from memory) in the unembedding of a prefill; cut by columns of w, each reads its share
     (1 x 1,024 tokens on two threads: 170 against 181 GFLOP/s). Results agree with ``x @ w`` to
     round-off (a BLAS blocks differently by size, so the last bits can depend on the cut).
-    With ``ENGINE_DECODE_ONE_BLAS_THREAD=1`` a product of fewer than ``threads.FEW_ROWS`` rows (a
-    generation step) runs on one BLAS thread instead (``threads.one_blas_thread`` says when that helps).
+    One row on one thread (a generation step on one core) goes to ``vecmat`` (``vecmat_streams_faster``).
+    With ``ENGINE_DECODE_ONE_BLAS_THREAD=1`` a product of fewer than ``threads.FEW_ROWS``
+    rows (a generation step) runs on one BLAS thread instead (``threads.one_blas_thread`` says when that helps).
     """
     xp = array_module(x)
     y = empty(xp, (x.shape[0], w.shape[1]), xp.result_type(x, w))  # the logits: 206 MB for 1,024 tokens
@@ -149,13 +150,46 @@ def linear(x, w, b=None):
             yt += bt
 
     few = x.shape[0] < threads.FEW_ROWS  # a generation step: the BLAS's own threads stream w better
-    if threads.DECODE_ONE_BLAS_THREAD and few and isinstance(x, np.ndarray):
+    if vecmat_streams_faster(x, w):
+        vecmat(x, w, y)
+        if b is not None:
+            y += b
+    elif threads.DECODE_ONE_BLAS_THREAD and few and isinstance(x, np.ndarray):
         one_blas_thread(rows, x, y)
     elif not few and w.size > x.size and xp is np:  # on a GPU: one product, as it is
         parallel(columns, w.T, y.T, (b if b is not None else w[0]).reshape(-1, 1), blas=True)
     else:
         parallel(rows, x, y, blas=True)
     return y
+
+
+def vecmat_streams_faster(x, w) -> bool:
+    """Whether ``linear`` computes x @ w with ``vecmat``: one row on one thread, NumPy arrays of the
+    same float dtype, and w C-order, or F-order (a transposed C-order matrix) at least as wide as tall.
+
+    A generation step on one core is GPT-2's 49 such products, and each only streams its matrix from
+    memory. Measured on the course's AMD EPYC (one thread, bench/RESULTS.md issue 24, eighth pass):
+    NumPy's loop reads the unembedding's wte.T (768, 50257) at 16-22 GB/s against OpenBLAS's 12-16,
+    and the blocks' C-order matrices at least as fast as OpenBLAS on average (its rate swings more
+    from one matrix to the next); whole greedy generations ran 1.01-1.10x faster than with OpenBLAS
+    on the blocks. A tall F-order matrix it reads slower (the (3072, 768) c_proj: 10-12 against 17).
+    On two threads the BLAS's own threads stream faster than NumPy's loop cut across the engine's.
+    """
+    return (x.ndim == 2 and x.shape[0] == 1 and isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
+            and w.ndim == 2 and x.dtype == w.dtype and x.dtype in (np.float32, np.float64)
+            and (w.flags.c_contiguous or (w.flags.f_contiguous and w.shape[1] >= w.shape[0]))
+            and get_num_threads() == 1)
+
+
+def vecmat(x, w, out=None):
+    """One row times a matrix with NumPy's own loop, no BLAS: x (1, C_in) @ w (C_in, C_out) -> (1, C_out).
+
+    For a C-order w it adds the rows of w, each scaled by its element of x; for an F-order w it
+    takes one dot product per column of w. Either way w is read once, in the order it is stored.
+    The sums agree with ``x @ w`` to float round-off (added in another order), and, unlike the BLAS,
+    they do not depend on the thread count.
+    """
+    return np.einsum("nc,co->no", x, w, out=out, optimize=False)  # optimize=False: no BLAS inside
 
 
 def matmul(a, b):
@@ -184,11 +218,13 @@ def gemv_layout(w):
     same product from a (768, 3072) transposed copy at 14.5 and 24.5; the (768, 3072) c_fc ran
     fastest as it is. So a NumPy matrix with more rows than columns comes back as ``copy.T``: the same
     shape and values (F-contiguous), which ``matmul`` hands to the BLAS as a transposed matrix; any
-    other array comes back unchanged. The copy costs about as much as reading the matrix 2-3
+    other array comes back unchanged, and so does every array on one thread, where ``linear``'s
+    ``vecmat`` reads a C-order matrix as fast. The copy costs about as much as reading the matrix 2-3
     times, so it pays only over many steps (``generate.DECODE_LAYOUT_MIN_STEPS``).
     """
     if (_is_cupy(array_module(w)) or not isinstance(w, np.ndarray) or w.ndim != 2
-            or w.shape[0] <= w.shape[1] or not w.flags.c_contiguous):
+            or w.shape[0] <= w.shape[1] or not w.flags.c_contiguous
+            or get_num_threads() == 1):  # one core: vecmat, no copy
         return w
     out = np.empty(w.shape[::-1], dtype=w.dtype)
 

@@ -78,11 +78,24 @@ def test_different_seeds_and_layouts_differ():
 
 
 # ---------------------------------------------------------------------- the one-token-step layout
-def test_gemv_layout_keeps_shape_and_values():
+@pytest.fixture
+def two_threads():
+    """The layout of the steps is the BLAS's on two threads (on one, ``kernels.vecmat`` makes no copy)."""
+    from engine import kernels
+
+    kernels.set_num_threads(2)
+    yield
+    kernels.set_num_threads(None)
+
+
+def test_gemv_layout_keeps_shape_and_values(two_threads):
     from engine import kernels
 
     rng = np.random.default_rng(4)
     tall = rng.standard_normal((48, 16)).astype(np.float32)
+    kernels.set_num_threads(1)
+    assert kernels.gemv_layout(tall) is tall  # one thread: vecmat reads it as it is
+    kernels.set_num_threads(2)
     t = kernels.gemv_layout(tall)
     assert t.shape == tall.shape and t.dtype == tall.dtype and np.array_equal(t, tall)
     assert t.flags.f_contiguous and not t.flags.c_contiguous and not np.shares_memory(t, tall)
@@ -93,7 +106,7 @@ def test_gemv_layout_keeps_shape_and_values():
         assert kernels.gemv_layout(same) is same
 
 
-def test_decode_params_change_layout_only():
+def test_decode_params_change_layout_only(two_threads):
     from engine.params import tree_flatten
 
     model = tiny_model()
@@ -111,7 +124,7 @@ def test_decode_params_change_layout_only():
 
 
 @pytest.mark.parametrize("attention", ["dense", "alternating"])
-def test_generation_with_the_step_layout(attention, monkeypatch):
+def test_generation_with_the_step_layout(attention, monkeypatch, two_threads):
     """Long generations run their steps on ``decode_params``: the tokens are those of the plain loop."""
     model = tiny_model(attention, n_ctx=64)
     prompt = np.random.default_rng(5).integers(0, 50, 6)
@@ -132,6 +145,34 @@ def test_generation_with_the_step_layout(attention, monkeypatch):
     seen.clear()
     model.generate(prompt, gen.DECODE_LAYOUT_MIN_STEPS - 1, temperature=0)
     assert all(p is None for p in seen)  # short generations do not pay for the copies
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_thread_steps_on_vecmat_keep_the_tokens(threads, monkeypatch):
+    """On one thread every product of a step runs on ``kernels.vecmat``; on two they stay on the BLAS.
+    Either way, greedy and sampled tokens are those of the uncached loop (float32 weights, as the book's)."""
+    from engine import kernels
+
+    model = tiny_model(n_ctx=64, dtype="float32")
+    prompt = np.random.default_rng(8).integers(0, 50, 5)
+    n = gen.DECODE_LAYOUT_MIN_STEPS + 2
+    real, shapes = kernels.vecmat, []
+    monkeypatch.setattr(kernels, "vecmat", lambda *a, **kw: (shapes.append(a[1].shape), real(*a, **kw))[1])
+    try:
+        kernels.set_num_threads(threads)
+        greedy = model.generate(prompt, n, temperature=0)
+        sampled = model.generate(prompt, n, seed=3, temperature=0.9, top_k=8)
+        want = model.generate(prompt, n, temperature=0, use_cache=False)
+        want_sampled = model.generate(prompt, n, seed=3, temperature=0.9, top_k=8, use_cache=False)
+    finally:
+        kernels.set_num_threads(None)
+    C, V = model.cfg.d_model, model.cfg.vocab_size
+    # cached runs, one thread: each new token's logits (the prompt's last position too) and every
+    # product of the n - 1 one-token steps (4 per layer); the uncached runs have no one-row products
+    assert len(shapes) == (2 * (n + (n - 1) * 4 * model.cfg.n_layer) if threads == 1 else 0)
+    assert shapes.count((C, V)) == (2 * n if threads == 1 else 0)
+    np.testing.assert_array_equal(greedy, want)
+    np.testing.assert_array_equal(sampled, want_sampled)
 
 
 def test_kv_cache_is_preallocated(monkeypatch):

@@ -154,6 +154,53 @@ def test_linear_and_bmm_kernels_are_matmul(rows):
     np.testing.assert_allclose(K.bmm(a, c), a @ c, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vecmat_is_the_product_in_float64(dtype):
+    """kernels.vecmat (NumPy's own loop) against a float64 product, for an F-order and a C-order w."""
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((1, 768)), rng.standard_normal((768, 2000))
+    ref = x @ w
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for w_in in (np.asfortranarray(w.astype(dtype)), w.astype(dtype)):
+        got = K.vecmat(x.astype(dtype), w_in)
+        assert got.shape == (1, 2000) and got.dtype == dtype
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    out = np.empty((1, 2000), dtype)
+    assert K.vecmat(x.astype(dtype), w.astype(dtype), out=out) is out
+
+
+def test_linear_takes_vecmat_for_one_row_on_one_thread(monkeypatch):
+    """One row on one thread goes to vecmat, for a C-order w and a wide F-order one (the unembedding's
+    wte.T), the same product as in float64 to round-off; a tall F-order matrix, two rows, mixed dtypes
+    or two threads stay on the BLAS."""
+    rng = np.random.default_rng(12)
+    wte = rng.standard_normal((3000, 64)).astype(np.float32)  # (V, C): wte.T is a wide F-order view
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    b = rng.standard_normal(3000).astype(np.float32)
+    calls = []
+    real = K.vecmat
+    monkeypatch.setattr(K, "vecmat", lambda *a, **kw: (calls.append(a[1].shape), real(*a, **kw))[1])
+    x64, w64 = x.astype(np.float64), wte.T.astype(np.float64)
+    try:
+        K.set_num_threads(1)
+        for w in (wte.T, np.ascontiguousarray(wte.T)):
+            np.testing.assert_allclose(K.linear(x, w), x64 @ w64, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(K.linear(x, w, b), x64 @ w64 + b, rtol=1e-5, atol=1e-5)
+        assert calls == [(64, 3000)] * 4
+        calls.clear()
+        tall = np.asfortranarray(rng.standard_normal((256, 64)).astype(np.float32))
+        for args in ((rng.standard_normal((1, 256)).astype(np.float32), tall),  # tall F-order
+                     (np.concatenate([x, x]), wte.T),  # two rows
+                     (x.astype(np.float64), wte.T)):  # mixed dtypes
+            np.testing.assert_allclose(K.linear(*args), args[0] @ args[1], rtol=1e-5, atol=1e-5)
+        assert calls == []
+        K.set_num_threads(2)
+        np.testing.assert_allclose(K.linear(x, wte.T), x @ wte.T, rtol=1e-5, atol=1e-5)
+        assert calls == []
+    finally:
+        K.set_num_threads(None)
+
+
 @pytest.mark.parametrize("rows,cols,cut", [(1000, 40, "rows"), (600, 3000, "columns"), (5, 3000, "none")])
 def test_linear_cuts_through_its_larger_operand(monkeypatch, rows, cols, cut):
     """kernels.linear on three threads: w cut by columns when it is the larger operand (each piece then
