@@ -116,7 +116,8 @@ def forward_cached(model, ids, cache: KVCache, params=None):
 
 
 # Below this many new tokens the copies ``decode_params`` makes cost more than they save (GPT-2 124M
-# on the course's CPU: 50 ms to make on two threads, 120 on one, about 5 ms saved a step; all scale with the weights).
+# on the course's CPU, two threads: 50 ms to make, about 5 ms saved a step; all scale with the weights).
+# On one thread it makes none (``kernels.gemv_layout``).
 DECODE_LAYOUT_MIN_STEPS = 32
 
 
