@@ -2,13 +2,14 @@
 
 A cached generation step multiplies one row by every weight matrix, so its speed is set by the rate
 at which a matrix-vector kernel reads those matrices from memory. This probe measures that rate, in
-GB/s of matrix read, for each GPT-2 124M weight shape and three kernels on the same machine, threads
+GB/s of matrix read, for each GPT-2 124M weight shape and the kernels below on the same machine, threads
 and moment (runs interleaved, medians):
 
 - ``numpy``: NumPy's BLAS (OpenBLAS in the wheels) on the matrices as the engine's ``generate``
   holds them (``generate.decode_params``: c_proj from a transposed copy, wte as stored);
-- ``engine``: ``kernels.linear`` on the same matrices: the BLAS, except on one thread for the
-  unembedding, where it is ``kernels.vecmat`` (NumPy's own loop);
+- ``vecmat``: ``kernels.vecmat``, NumPy's own loop without the BLAS, on the same matrices;
+- ``engine``: ``kernels.linear`` on the same matrices: on one thread whichever of the two
+  ``kernels.tune_one_row`` measured faster for the shape (it runs first), on two the BLAS;
 - ``torch``: PyTorch's ``matmul`` on the same arrays (shared memory, the same layout);
 - ``onnxruntime``: a graph of ``MatMul`` nodes with the matrices as initializers (the way the
   exported decoder holds them: its CPU provider may prepack them into its own layout).
@@ -66,7 +67,7 @@ def _ort_session(ws, threads):
 
 def rates(threads: int, repeats: int = 9, seed: int = 0) -> dict:
     """{shape name: {kernel: GB/s}} of one-row products, the kernels interleaved."""
-    from engine.kernels import linear
+    from engine.kernels import linear, tune_one_row, vecmat
 
     info = set_threads(threads)
     try:
@@ -75,7 +76,9 @@ def rates(threads: int, repeats: int = 9, seed: int = 0) -> dict:
         for name, shape in SHAPES.items():
             ws = _matrices(name, shape, rng)
             x = rng.standard_normal((1, shape[0]), dtype=np.float32)
-            fns = {"numpy": lambda: [x @ w for w in ws], "engine": lambda: [linear(x, w) for w in ws]}
+            tune_one_row(ws)
+            fns = {"numpy": lambda: [x @ w for w in ws], "vecmat": lambda: [vecmat(x, w) for w in ws],
+                   "engine": lambda: [linear(x, w) for w in ws]}
             try:
                 import torch
 

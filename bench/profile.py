@@ -160,9 +160,10 @@ def main(argv=None) -> int:
         wall, rows = engine_profile(model, lambda: decoder.gpt_forward(model.params, ids, cfg), a.steps)
         print(show(f"engine prefill 1x{T}", wall, rows, "per call"))
         prompt = ids[:, :P]
-        from engine.generate import KVCache, decode_params, forward_cached
+        from engine.generate import KVCache, decode_params, forward_cached, step_matrices
 
         steps = decode_params(model.params)  # the layout generate() gives its steps (made once, not timed)
+        kernels.tune_one_row(step_matrices(steps))  # and, on one thread, the kernels it measures for them
 
         def decode():  # n cached steps after a prompt; the prompt's own pass is timed too, but is small
             cache = KVCache(model, 1)

@@ -132,6 +132,17 @@ def decode_params(params):
     return params
 
 
+def step_matrices(params) -> list:
+    """The weight matrices (C_in, C_out) of one cached step, in the order it multiplies by them: each
+    block's c_attn, attn c_proj, c_fc, mlp c_proj, then the unembedding wte.T."""
+    def ws(p):
+        if isinstance(p, dict):
+            return [w for k, v in p.items() for w in ([v] if k == "w" else ws(v))]
+        return [w for v in p for w in ws(v)] if isinstance(p, list) else []
+
+    return ws(params["h"]) + [params["wte"].T]
+
+
 # ---------------------------------------------------------------------- generation loops
 def _stop_set(stop) -> set[int]:
     if stop is None:
@@ -169,6 +180,8 @@ def generate_stream(model, ids, max_new_tokens: int, temperature: float = 1.0, t
     cache = KVCache(model, B) if use_cache else None
     # one-token steps read the weights from copies laid out for them, when there are enough steps
     step_params = decode_params(model.params) if use_cache and max_new_tokens >= DECODE_LAYOUT_MIN_STEPS else None
+    if step_params is not None:
+        kernels.tune_one_row(step_matrices(step_params))  # on one thread: vecmat or the BLAS, measured once
     for _ in range(max_new_tokens):
         ctx = seq[:, -cfg.n_ctx:]
         if use_cache:

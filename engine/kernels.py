@@ -132,7 +132,8 @@ def linear(x, w, b=None):
     for GPT-2, from memory) in the unembedding of a prefill; cut by columns of w, each reads its share
     (1 x 1,024 tokens on two threads: 170 against 181 GFLOP/s). Results agree with ``x @ w`` to
     round-off (a BLAS blocks differently by size, so the last bits can depend on the cut).
-    One row on one thread (a generation step on one core) goes to ``vecmat`` (``vecmat_streams_faster``).
+    One row on one thread (a generation step on one core) goes to ``vecmat`` where ``tune_one_row``
+    measured it faster on this machine (``vecmat_streams_faster``).
     With ``ENGINE_DECODE_ONE_BLAS_THREAD=1`` a product of fewer than ``threads.FEW_ROWS``
     rows (a generation step) runs on one BLAS thread instead (``threads.one_blas_thread`` says when that helps).
     """
@@ -165,20 +166,66 @@ def linear(x, w, b=None):
 
 def vecmat_streams_faster(x, w) -> bool:
     """Whether ``linear`` computes x @ w with ``vecmat``: one row on one thread, NumPy arrays of the
-    same float dtype, and w C-order, or F-order (a transposed C-order matrix) at least as wide as tall.
-
-    A generation step on one core is GPT-2's 49 such products, and each only streams its matrix from
-    memory. Measured on the course's AMD EPYC (one thread, bench/RESULTS.md issue 24, eighth pass):
-    NumPy's loop reads the unembedding's wte.T (768, 50257) at 16-22 GB/s against OpenBLAS's 12-16,
-    and the blocks' C-order matrices at least as fast as OpenBLAS on average (its rate swings more
-    from one matrix to the next); whole greedy generations ran 1.01-1.10x faster than with OpenBLAS
-    on the blocks. A tall F-order matrix it reads slower (the (3072, 768) c_proj: 10-12 against 17).
-    On two threads the BLAS's own threads stream faster than NumPy's loop cut across the engine's.
-    """
+    same float dtype, w contiguous (C- or F-order), and ``tune_one_row`` measured vecmat faster than
+    the BLAS for w's shape, layout and dtype on this machine. Unmeasured: the BLAS."""
     return (x.ndim == 2 and x.shape[0] == 1 and isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
             and w.ndim == 2 and x.dtype == w.dtype and x.dtype in (np.float32, np.float64)
-            and (w.flags.c_contiguous or (w.flags.f_contiguous and w.shape[1] >= w.shape[0]))
-            and get_num_threads() == 1)
+            and (w.flags.c_contiguous or w.flags.f_contiguous)
+            and get_num_threads() == 1 and ONE_ROW_VECMAT.get(_one_row_key(w), False))
+
+
+# Which kernel makes a one-row product on one thread, measured per (shape, dtype, layout) of w:
+# {key: True for vecmat, False for the BLAS}. Neither wins on every machine (bench/RESULTS.md, issue
+# 24): on an AMD EPYC (Zen 4) NumPy's loop read the unembedding's wte.T at 16-22 GB/s against
+# OpenBLAS's 12-16; on an Intel Xeon the BLAS read every GPT-2 shape faster (15-25 against 12-21).
+ONE_ROW_VECMAT: dict = {}
+
+
+def blas_row(x, w):
+    """x (1, C_in) @ w (C_in, C_out) by the BLAS: ``tune_one_row``'s other candidate."""
+    return np.matmul(x, w)
+
+
+def _one_row_key(w) -> tuple:
+    return (w.shape, w.dtype.str, "C" if w.flags.c_contiguous else "F")
+
+
+def tune_one_row(ws, rounds: int = 3, clock=None) -> dict:
+    """Measure which kernel, ``vecmat`` or the BLAS, makes one-row products x (1, C_in) @ w faster here.
+
+    ws: the matrices a generation step multiplies, in the order it does (each (C_in, C_out), NumPy).
+    Runs only on one thread (``vecmat_streams_faster``'s other case). Each round times every matrix
+    once with each kernel, in that order, so a matrix is read with as much else in between as in a
+    real step (not from cache), and each shape's total is summed over its matrices; the faster
+    kernel by the best of ``rounds`` is recorded in ``ONE_ROW_VECMAT`` for that shape, layout and
+    dtype. Shapes measured before are skipped. About 2 x ``rounds`` steps' time (0.2 s for GPT-2
+    124M), once per process. Returns {key: chose vecmat} for the shapes among ws.
+    """
+    import time
+
+    clock = clock or time.perf_counter
+    if get_num_threads() != 1:
+        return {}
+    ws = [w for w in ws if isinstance(w, np.ndarray) and w.ndim == 2 and w.dtype in (np.float32, np.float64)
+          and (w.flags.c_contiguous or w.flags.f_contiguous)]
+    keys = {_one_row_key(w) for w in ws}
+    todo = [w for w in ws if _one_row_key(w) not in ONE_ROW_VECMAT]
+    if todo:
+        xs = {w.shape[0]: {d: np.ones((1, w.shape[0]), d) for d in (np.float32, np.float64)} for w in todo}
+        best = {}  # (key, use vecmat) -> best total seconds
+        for _ in range(rounds):
+            for use in (True, False):
+                total = dict.fromkeys({_one_row_key(w) for w in todo}, 0.0)
+                for w in todo:
+                    x = xs[w.shape[0]][w.dtype.type]
+                    t = clock()
+                    vecmat(x, w) if use else blas_row(x, w)
+                    total[_one_row_key(w)] += clock() - t
+                for k, t in total.items():
+                    best[k, use] = min(best.get((k, use), math.inf), t)
+        for k in {_one_row_key(w) for w in todo}:
+            ONE_ROW_VECMAT[k] = best[k, True] < best[k, False]
+    return {k: ONE_ROW_VECMAT[k] for k in keys}
 
 
 def vecmat(x, w, out=None):
@@ -218,13 +265,13 @@ def gemv_layout(w):
     same product from a (768, 3072) transposed copy at 14.5 and 24.5; the (768, 3072) c_fc ran
     fastest as it is. So a NumPy matrix with more rows than columns comes back as ``copy.T``: the same
     shape and values (F-contiguous), which ``matmul`` hands to the BLAS as a transposed matrix; any
-    other array comes back unchanged, and so does every array on one thread, where ``linear``'s
-    ``vecmat`` reads a C-order matrix as fast. The copy costs about as much as reading the matrix 2-3
+    other array comes back unchanged, and so does every array on one thread, where ``linear`` runs
+    the faster of ``vecmat`` and the BLAS on the matrix as it is (``tune_one_row``). The copy costs about as much as reading the matrix 2-3
     times, so it pays only over many steps (``generate.DECODE_LAYOUT_MIN_STEPS``).
     """
     if (_is_cupy(array_module(w)) or not isinstance(w, np.ndarray) or w.ndim != 2
             or w.shape[0] <= w.shape[1] or not w.flags.c_contiguous
-            or get_num_threads() == 1):  # one core: vecmat, no copy
+            or get_num_threads() == 1):  # one core: no copy (tune_one_row picks the kernel)
         return w
     out = np.empty(w.shape[::-1], dtype=w.dtype)
 

@@ -80,7 +80,7 @@ def test_different_seeds_and_layouts_differ():
 # ---------------------------------------------------------------------- the one-token-step layout
 @pytest.fixture
 def two_threads():
-    """The layout of the steps is the BLAS's on two threads (on one, ``kernels.vecmat`` makes no copy)."""
+    """The layout of the steps is the BLAS's on two threads (on one, no copy: ``kernels.tune_one_row``)."""
     from engine import kernels
 
     kernels.set_num_threads(2)
@@ -94,7 +94,7 @@ def test_gemv_layout_keeps_shape_and_values(two_threads):
     rng = np.random.default_rng(4)
     tall = rng.standard_normal((48, 16)).astype(np.float32)
     kernels.set_num_threads(1)
-    assert kernels.gemv_layout(tall) is tall  # one thread: vecmat reads it as it is
+    assert kernels.gemv_layout(tall) is tall  # one thread: the measured kernel reads it as it is
     kernels.set_num_threads(2)
     t = kernels.gemv_layout(tall)
     assert t.shape == tall.shape and t.dtype == tall.dtype and np.array_equal(t, tall)
@@ -147,15 +147,30 @@ def test_generation_with_the_step_layout(attention, monkeypatch, two_threads):
     assert all(p is None for p in seen)  # short generations do not pay for the copies
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_one_thread_steps_on_vecmat_keep_the_tokens(threads, monkeypatch):
-    """On one thread every product of a step runs on ``kernels.vecmat``; on two they stay on the BLAS.
-    Either way, greedy and sampled tokens are those of the uncached loop (float32 weights, as the book's)."""
+@pytest.mark.parametrize("threads, choice", [(1, True), (1, False), (2, True)])
+def test_one_thread_steps_take_the_measured_kernel_and_keep_the_tokens(threads, choice, monkeypatch):
+    """A long generation on one thread measures the step's products (``kernels.tune_one_row``, given
+    every matrix in the order a step uses them) and runs each on the kernel measured faster; here the
+    choice is fixed: all ``kernels.vecmat`` or all the BLAS. On two threads nothing is measured and
+    the BLAS runs. Either way, greedy and sampled tokens are those of the uncached loop (float32)."""
     from engine import kernels
 
     model = tiny_model(n_ctx=64, dtype="float32")
+    cfg = model.cfg
+    C, V, F = cfg.d_model, cfg.vocab_size, cfg.d_ff
+    order = [(C, 3 * C), (C, C), (C, F), (F, C)] * cfg.n_layer + [(C, V)]
     prompt = np.random.default_rng(8).integers(0, 50, 5)
     n = gen.DECODE_LAYOUT_MIN_STEPS + 2
+    monkeypatch.setattr(kernels, "ONE_ROW_VECMAT", {})
+    real_tune, tuned = kernels.tune_one_row, []
+
+    def tune(ws, *a, **kw):  # the real one, then the choice under test on record
+        tuned.append([w.shape for w in ws])
+        got = real_tune(ws, *a, **kw)
+        kernels.ONE_ROW_VECMAT.update(dict.fromkeys(got, choice))
+        return got
+
+    monkeypatch.setattr(kernels, "tune_one_row", tune)
     real, shapes = kernels.vecmat, []
     monkeypatch.setattr(kernels, "vecmat", lambda *a, **kw: (shapes.append(a[1].shape), real(*a, **kw))[1])
     try:
@@ -166,11 +181,17 @@ def test_one_thread_steps_on_vecmat_keep_the_tokens(threads, monkeypatch):
         want_sampled = model.generate(prompt, n, seed=3, temperature=0.9, top_k=8, use_cache=False)
     finally:
         kernels.set_num_threads(None)
-    C, V = model.cfg.d_model, model.cfg.vocab_size
-    # cached runs, one thread: each new token's logits (the prompt's last position too) and every
-    # product of the n - 1 one-token steps (4 per layer); the uncached runs have no one-row products
-    assert len(shapes) == (2 * (n + (n - 1) * 4 * model.cfg.n_layer) if threads == 1 else 0)
-    assert shapes.count((C, V)) == (2 * n if threads == 1 else 0)
+    assert tuned == [order, order]  # each cached generation hands its step's matrices over
+    if threads == 1:
+        assert len(kernels.ONE_ROW_VECMAT) == 5 and set(kernels.ONE_ROW_VECMAT.values()) == {choice}
+    else:
+        assert kernels.ONE_ROW_VECMAT == {}
+    # vecmat: the first run's tuning (3 rounds over the step's matrices), then, if chosen, each new
+    # token's logits (the prompt's last position too) and every product of the n - 1 one-token
+    # steps (4 per layer), in both cached runs; the uncached runs have no one-row products
+    tuning = 3 * len(order) if threads == 1 else 0
+    steps = 2 * (n + (n - 1) * 4 * cfg.n_layer) if threads == 1 and choice else 0
+    assert len(shapes) == tuning + steps and shapes[tuning:].count((C, V)) == (2 * n if steps else 0)
     np.testing.assert_array_equal(greedy, want)
     np.testing.assert_array_equal(sampled, want_sampled)
 

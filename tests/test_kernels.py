@@ -169,14 +169,19 @@ def test_vecmat_is_the_product_in_float64(dtype):
     assert K.vecmat(x.astype(dtype), w.astype(dtype), out=out) is out
 
 
-def test_linear_takes_vecmat_for_one_row_on_one_thread(monkeypatch):
-    """One row on one thread goes to vecmat, for a C-order w and a wide F-order one (the unembedding's
-    wte.T), the same product as in float64 to round-off; a tall F-order matrix, two rows, mixed dtypes
-    or two threads stay on the BLAS."""
+def test_linear_takes_vecmat_where_it_was_measured_faster(monkeypatch):
+    """One row on one thread goes to vecmat for the shapes and layouts ``tune_one_row`` chose it for
+    (here a C-order w and a wide F-order one, the unembedding's wte.T), the same product as in float64
+    to round-off; a shape measured slower or never measured, two rows, mixed dtypes or two threads
+    stay on the BLAS."""
     rng = np.random.default_rng(12)
     wte = rng.standard_normal((3000, 64)).astype(np.float32)  # (V, C): wte.T is a wide F-order view
     x = rng.standard_normal((1, 64)).astype(np.float32)
     b = rng.standard_normal(3000).astype(np.float32)
+    tall = np.asfortranarray(rng.standard_normal((256, 64)).astype(np.float32))
+    slow = rng.standard_normal((64, 200)).astype(np.float32)
+    monkeypatch.setattr(K, "ONE_ROW_VECMAT", {((64, 3000), "<f4", "F"): True, ((64, 3000), "<f4", "C"): True,
+                                              ((64, 200), "<f4", "C"): False})
     calls = []
     real = K.vecmat
     monkeypatch.setattr(K, "vecmat", lambda *a, **kw: (calls.append(a[1].shape), real(*a, **kw))[1])
@@ -188,8 +193,8 @@ def test_linear_takes_vecmat_for_one_row_on_one_thread(monkeypatch):
             np.testing.assert_allclose(K.linear(x, w, b), x64 @ w64 + b, rtol=1e-5, atol=1e-5)
         assert calls == [(64, 3000)] * 4
         calls.clear()
-        tall = np.asfortranarray(rng.standard_normal((256, 64)).astype(np.float32))
-        for args in ((rng.standard_normal((1, 256)).astype(np.float32), tall),  # tall F-order
+        for args in ((rng.standard_normal((1, 256)).astype(np.float32), tall),  # never measured
+                     (x, slow),  # measured slower
                      (np.concatenate([x, x]), wte.T),  # two rows
                      (x.astype(np.float64), wte.T)):  # mixed dtypes
             np.testing.assert_allclose(K.linear(*args), args[0] @ args[1], rtol=1e-5, atol=1e-5)
@@ -383,3 +388,65 @@ def test_a_training_step_runs_with_the_blas_on_one_thread_and_puts_it_back():
         AdamW(tree_flatten(model.params)).step(tree_flatten(grads))
         assert blas_threads() == [2] * len(blas_threads())
         assert not threads._SERIAL
+
+
+def test_tune_one_row_records_the_faster_kernel_per_shape(monkeypatch):
+    """tune_one_row times both kernels on every matrix (a fake clock: vecmat costs 1 for the wide
+    shape and 3 for the square one, the BLAS always 2), sums each shape's matrices, keeps the best
+    round and records the faster kernel per shape, layout and dtype; shapes already measured are not
+    timed again, and on two threads it measures nothing."""
+    rng = np.random.default_rng(13)
+    wide = [rng.standard_normal((8, 40)).astype(np.float32) for _ in range(3)]
+    square = [rng.standard_normal((8, 8)).astype(np.float32) for _ in range(3)]
+    wide_f = np.asfortranarray(wide[0])
+    now, timed = [0.0], []
+    cost = {(8, 40): 1.0, (8, 8): 3.0}
+
+    def fake_vecmat(x, w, out=None):
+        timed.append(("vecmat", w.shape))
+        assert x.shape == (1, w.shape[0]) and x.dtype == w.dtype
+        now[0] += cost[w.shape]
+        return x @ w
+
+    def fake_blas(x, w):
+        timed.append(("blas", w.shape))
+        now[0] += 2.0
+        return x @ w
+
+    monkeypatch.setattr(K, "ONE_ROW_VECMAT", {})
+    monkeypatch.setattr(K, "vecmat", fake_vecmat)
+    monkeypatch.setattr(K, "blas_row", fake_blas)
+    clock = lambda: now[0]  # noqa: E731
+    try:
+        K.set_num_threads(2)
+        assert K.tune_one_row(wide + square, clock=clock) == {} and timed == [] and K.ONE_ROW_VECMAT == {}
+        K.set_num_threads(1)
+        got = K.tune_one_row(wide + square + [wide_f], rounds=2, clock=clock)
+        keys = {"wide": ((8, 40), "<f4", "C"), "square": ((8, 8), "<f4", "C"), "wide F": ((8, 40), "<f4", "F")}
+        assert got == {keys["wide"]: True, keys["square"]: False, keys["wide F"]: True} == K.ONE_ROW_VECMAT
+        # 2 rounds x 2 kernels x 7 matrices, each round in the step's order
+        assert len(timed) == 28 and [s for _, s in timed[:7]] == [(8, 40)] * 3 + [(8, 8)] * 3 + [(8, 40)]
+        timed.clear()
+        K.ONE_ROW_VECMAT[keys["square"]] = True  # a choice on record is kept, not re-measured
+        assert K.tune_one_row(square, clock=clock) == {keys["square"]: True} and timed == []
+        assert K.tune_one_row([w.astype(np.float16) for w in square], clock=clock) == {}  # not a candidate dtype
+    finally:
+        K.set_num_threads(None)
+
+
+def test_tune_one_row_on_the_real_clock_picks_a_kernel_for_each_shape(monkeypatch):
+    """Measured for real (the choice depends on the machine), every shape gets a choice, and linear's
+    result is x @ w to round-off whichever it is."""
+    rng = np.random.default_rng(14)
+    ws = [rng.standard_normal((64, 96)).astype(np.float32), rng.standard_normal((96, 64)).T]
+    monkeypatch.setattr(K, "ONE_ROW_VECMAT", {})
+    try:
+        K.set_num_threads(1)
+        got = K.tune_one_row(ws, rounds=1)
+        assert set(got) == {((64, 96), "<f4", "C"), ((64, 96), "<f8", "F")}
+        assert all(isinstance(v, bool) for v in got.values())
+        for w in ws:
+            x = rng.standard_normal((1, 64)).astype(w.dtype)
+            np.testing.assert_allclose(K.linear(x, w), x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+    finally:
+        K.set_num_threads(None)
