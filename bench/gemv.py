@@ -7,9 +7,9 @@ and moment (runs interleaved, medians):
 
 - ``numpy``: NumPy's BLAS (OpenBLAS in the wheels) on the matrices as the engine's ``generate``
   holds them (``generate.decode_params``: c_proj from a transposed copy, wte as stored);
-- ``vecmat``: ``kernels.vecmat``, NumPy's own loop without the BLAS, on the same matrices;
+- ``vecmat``: ``gemv.vecmat``, NumPy's own loop without the BLAS, on the same matrices;
 - ``engine``: ``kernels.linear`` on the same matrices: on one thread whichever of the two
-  ``kernels.tune_one_row`` measured faster for the shape (it runs first), on two the BLAS;
+  ``gemv.tune_one_row`` measured faster for the shape (it runs first), on two the BLAS;
 - ``torch``: PyTorch's ``matmul`` on the same arrays (shared memory, the same layout);
 - ``onnxruntime``: a graph of ``MatMul`` nodes with the matrices as initializers (the way the
   exported decoder holds them: its CPU provider may prepack them into its own layout).
@@ -35,7 +35,7 @@ COPIES = 12
 
 def _matrices(name, shape, rng):
     """The matrices of one shape, each (C_in, C_out), laid out as the engine's decode holds them."""
-    from engine.kernels import gemv_layout
+    from engine.gemv import gemv_layout
 
     if name.startswith("unembedding"):
         wte = rng.standard_normal(shape[::-1], dtype=np.float32)  # (V, C), as the model stores it
@@ -67,7 +67,8 @@ def _ort_session(ws, threads):
 
 def rates(threads: int, repeats: int = 9, seed: int = 0) -> dict:
     """{shape name: {kernel: GB/s}} of one-row products, the kernels interleaved."""
-    from engine.kernels import linear, tune_one_row, vecmat
+    from engine.gemv import tune_one_row, vecmat
+    from engine.kernels import linear
 
     info = set_threads(threads)
     try:

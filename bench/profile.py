@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from engine import GPT, attention, decoder, kernels, layers
+from engine import GPT, attention, decoder, gemv, kernels, layers
 
 from .common import restore_threads, set_threads
 
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         from engine.generate import KVCache, decode_params, forward_cached, step_matrices
 
         steps = decode_params(model.params)  # the layout generate() gives its steps (made once, not timed)
-        kernels.tune_one_row(step_matrices(steps))  # and, on one thread, the kernels it measures for them
+        gemv.tune_one_row(step_matrices(steps))  # and, on one thread, the kernels it measures for them
 
         def decode():  # n cached steps after a prompt; the prompt's own pass is timed too, but is small
             cache = KVCache(model, 1)

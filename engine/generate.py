@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from . import kernels, layers
+from . import gemv, kernels, layers
 from .backend import to_numpy
 from .decoder import check_ids, forward, gpt_forward
 
@@ -117,16 +117,16 @@ def forward_cached(model, ids, cache: KVCache, params=None):
 
 # Below this many new tokens the copies ``decode_params`` makes cost more than they save (GPT-2 124M
 # on the course's CPU, two threads: 50 ms to make, about 5 ms saved a step; all scale with the weights).
-# On one thread it makes none (``kernels.gemv_layout``).
+# On one thread it makes none (``gemv.gemv_layout``).
 DECODE_LAYOUT_MIN_STEPS = 32
 
 
 def decode_params(params):
-    """The same parameter tree, each weight matrix w (C_in, C_out) in ``kernels.gemv_layout``: the
+    """The same parameter tree, each weight matrix w (C_in, C_out) in ``gemv.gemv_layout``: the
     layout one-token steps read fastest. Only the matrices it changes are copied (in GPT-2, the
     MLP's c_proj: a quarter of each block's weights); every value and shape is unchanged."""
     if isinstance(params, dict):
-        return {k: kernels.gemv_layout(v) if k == "w" else decode_params(v) for k, v in params.items()}
+        return {k: gemv.gemv_layout(v) if k == "w" else decode_params(v) for k, v in params.items()}
     if isinstance(params, list):
         return [decode_params(v) for v in params]
     return params
@@ -181,7 +181,7 @@ def generate_stream(model, ids, max_new_tokens: int, temperature: float = 1.0, t
     # one-token steps read the weights from copies laid out for them, when there are enough steps
     step_params = decode_params(model.params) if use_cache and max_new_tokens >= DECODE_LAYOUT_MIN_STEPS else None
     if step_params is not None:
-        kernels.tune_one_row(step_matrices(step_params))  # on one thread: vecmat or the BLAS, measured once
+        gemv.tune_one_row(step_matrices(step_params))  # on one thread: vecmat or the BLAS, measured once
     for _ in range(max_new_tokens):
         ctx = seq[:, -cfg.n_ctx:]
         if use_cache:

@@ -80,7 +80,7 @@ def test_different_seeds_and_layouts_differ():
 # ---------------------------------------------------------------------- the one-token-step layout
 @pytest.fixture
 def two_threads():
-    """The layout of the steps is the BLAS's on two threads (on one, no copy: ``kernels.tune_one_row``)."""
+    """The layout of the steps is the BLAS's on two threads (on one, no copy: ``gemv.tune_one_row``)."""
     from engine import kernels
 
     kernels.set_num_threads(2)
@@ -149,11 +149,11 @@ def test_generation_with_the_step_layout(attention, monkeypatch, two_threads):
 
 @pytest.mark.parametrize("threads, choice", [(1, True), (1, False), (2, True)])
 def test_one_thread_steps_take_the_measured_kernel_and_keep_the_tokens(threads, choice, monkeypatch):
-    """A long generation on one thread measures the step's products (``kernels.tune_one_row``, given
+    """A long generation on one thread measures the step's products (``gemv.tune_one_row``, given
     every matrix in the order a step uses them) and runs each on the kernel measured faster; here the
-    choice is fixed: all ``kernels.vecmat`` or all the BLAS. On two threads nothing is measured and
+    choice is fixed: all ``gemv.vecmat`` or all the BLAS. On two threads nothing is measured and
     the BLAS runs. Either way, greedy and sampled tokens are those of the uncached loop (float32)."""
-    from engine import kernels
+    from engine import gemv, kernels
 
     model = tiny_model(n_ctx=64, dtype="float32")
     cfg = model.cfg
@@ -161,18 +161,18 @@ def test_one_thread_steps_take_the_measured_kernel_and_keep_the_tokens(threads, 
     order = [(C, 3 * C), (C, C), (C, F), (F, C)] * cfg.n_layer + [(C, V)]
     prompt = np.random.default_rng(8).integers(0, 50, 5)
     n = gen.DECODE_LAYOUT_MIN_STEPS + 2
-    monkeypatch.setattr(kernels, "ONE_ROW_VECMAT", {})
-    real_tune, tuned = kernels.tune_one_row, []
+    monkeypatch.setattr(gemv, "ONE_ROW_VECMAT", {})
+    real_tune, tuned = gemv.tune_one_row, []
 
     def tune(ws, *a, **kw):  # the real one, then the choice under test on record
         tuned.append([w.shape for w in ws])
         got = real_tune(ws, *a, **kw)
-        kernels.ONE_ROW_VECMAT.update(dict.fromkeys(got, choice))
+        gemv.ONE_ROW_VECMAT.update(dict.fromkeys(got, choice))
         return got
 
-    monkeypatch.setattr(kernels, "tune_one_row", tune)
-    real, shapes = kernels.vecmat, []
-    monkeypatch.setattr(kernels, "vecmat", lambda *a, **kw: (shapes.append(a[1].shape), real(*a, **kw))[1])
+    monkeypatch.setattr(gemv, "tune_one_row", tune)
+    real, shapes = gemv.vecmat, []
+    monkeypatch.setattr(gemv, "vecmat", lambda *a, **kw: (shapes.append(a[1].shape), real(*a, **kw))[1])
     try:
         kernels.set_num_threads(threads)
         greedy = model.generate(prompt, n, temperature=0)
@@ -183,9 +183,9 @@ def test_one_thread_steps_take_the_measured_kernel_and_keep_the_tokens(threads, 
         kernels.set_num_threads(None)
     assert tuned == [order, order]  # each cached generation hands its step's matrices over
     if threads == 1:
-        assert len(kernels.ONE_ROW_VECMAT) == 5 and set(kernels.ONE_ROW_VECMAT.values()) == {choice}
+        assert len(gemv.ONE_ROW_VECMAT) == 5 and set(gemv.ONE_ROW_VECMAT.values()) == {choice}
     else:
-        assert kernels.ONE_ROW_VECMAT == {}
+        assert gemv.ONE_ROW_VECMAT == {}
     # vecmat: the first run's tuning (3 rounds over the step's matrices), then, if chosen, each new
     # token's logits (the prompt's last position too) and every product of the n - 1 one-token
     # steps (4 per layer), in both cached runs; the uncached runs have no one-row products

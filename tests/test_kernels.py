@@ -62,6 +62,7 @@ import numpy as np  # noqa: E402
 
 from engine import grad_kernels as GK  # noqa: E402
 from engine import kernels as K  # noqa: E402
+from engine import gemv as G  # noqa: E402
 from engine import layers  # noqa: E402
 
 SHAPES = [(3, 7, 16), (2, 300, 512)]  # the second is above threads.MIN_PARALLEL: cut across threads
@@ -156,17 +157,17 @@ def test_linear_and_bmm_kernels_are_matmul(rows):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vecmat_is_the_product_in_float64(dtype):
-    """kernels.vecmat (NumPy's own loop) against a float64 product, for an F-order and a C-order w."""
+    """gemv.vecmat (NumPy's own loop) against a float64 product, for an F-order and a C-order w."""
     rng = np.random.default_rng(11)
     x, w = rng.standard_normal((1, 768)), rng.standard_normal((768, 2000))
     ref = x @ w
     tol = 2e-5 if dtype == np.float32 else 1e-12
     for w_in in (np.asfortranarray(w.astype(dtype)), w.astype(dtype)):
-        got = K.vecmat(x.astype(dtype), w_in)
+        got = G.vecmat(x.astype(dtype), w_in)
         assert got.shape == (1, 2000) and got.dtype == dtype
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
     out = np.empty((1, 2000), dtype)
-    assert K.vecmat(x.astype(dtype), w.astype(dtype), out=out) is out
+    assert G.vecmat(x.astype(dtype), w.astype(dtype), out=out) is out
 
 
 def test_linear_takes_vecmat_where_it_was_measured_faster(monkeypatch):
@@ -180,11 +181,11 @@ def test_linear_takes_vecmat_where_it_was_measured_faster(monkeypatch):
     b = rng.standard_normal(3000).astype(np.float32)
     tall = np.asfortranarray(rng.standard_normal((256, 64)).astype(np.float32))
     slow = rng.standard_normal((64, 200)).astype(np.float32)
-    monkeypatch.setattr(K, "ONE_ROW_VECMAT", {((64, 3000), "<f4", "F"): True, ((64, 3000), "<f4", "C"): True,
+    monkeypatch.setattr(G, "ONE_ROW_VECMAT", {((64, 3000), "<f4", "F"): True, ((64, 3000), "<f4", "C"): True,
                                               ((64, 200), "<f4", "C"): False})
     calls = []
-    real = K.vecmat
-    monkeypatch.setattr(K, "vecmat", lambda *a, **kw: (calls.append(a[1].shape), real(*a, **kw))[1])
+    real = G.vecmat
+    monkeypatch.setattr(G, "vecmat", lambda *a, **kw: (calls.append(a[1].shape), real(*a, **kw))[1])
     x64, w64 = x.astype(np.float64), wte.T.astype(np.float64)
     try:
         K.set_num_threads(1)
@@ -413,23 +414,23 @@ def test_tune_one_row_records_the_faster_kernel_per_shape(monkeypatch):
         now[0] += 2.0
         return x @ w
 
-    monkeypatch.setattr(K, "ONE_ROW_VECMAT", {})
-    monkeypatch.setattr(K, "vecmat", fake_vecmat)
-    monkeypatch.setattr(K, "blas_row", fake_blas)
+    monkeypatch.setattr(G, "ONE_ROW_VECMAT", {})
+    monkeypatch.setattr(G, "vecmat", fake_vecmat)
+    monkeypatch.setattr(G, "blas_row", fake_blas)
     clock = lambda: now[0]  # noqa: E731
     try:
         K.set_num_threads(2)
-        assert K.tune_one_row(wide + square, clock=clock) == {} and timed == [] and K.ONE_ROW_VECMAT == {}
+        assert G.tune_one_row(wide + square, clock=clock) == {} and timed == [] and G.ONE_ROW_VECMAT == {}
         K.set_num_threads(1)
-        got = K.tune_one_row(wide + square + [wide_f], rounds=2, clock=clock)
+        got = G.tune_one_row(wide + square + [wide_f], rounds=2, clock=clock)
         keys = {"wide": ((8, 40), "<f4", "C"), "square": ((8, 8), "<f4", "C"), "wide F": ((8, 40), "<f4", "F")}
-        assert got == {keys["wide"]: True, keys["square"]: False, keys["wide F"]: True} == K.ONE_ROW_VECMAT
+        assert got == {keys["wide"]: True, keys["square"]: False, keys["wide F"]: True} == G.ONE_ROW_VECMAT
         # 2 rounds x 2 kernels x 7 matrices, each round in the step's order
         assert len(timed) == 28 and [s for _, s in timed[:7]] == [(8, 40)] * 3 + [(8, 8)] * 3 + [(8, 40)]
         timed.clear()
-        K.ONE_ROW_VECMAT[keys["square"]] = True  # a choice on record is kept, not re-measured
-        assert K.tune_one_row(square, clock=clock) == {keys["square"]: True} and timed == []
-        assert K.tune_one_row([w.astype(np.float16) for w in square], clock=clock) == {}  # not a candidate dtype
+        G.ONE_ROW_VECMAT[keys["square"]] = True  # a choice on record is kept, not re-measured
+        assert G.tune_one_row(square, clock=clock) == {keys["square"]: True} and timed == []
+        assert G.tune_one_row([w.astype(np.float16) for w in square], clock=clock) == {}  # not a candidate dtype
     finally:
         K.set_num_threads(None)
 
@@ -439,10 +440,10 @@ def test_tune_one_row_on_the_real_clock_picks_a_kernel_for_each_shape(monkeypatc
     result is x @ w to round-off whichever it is."""
     rng = np.random.default_rng(14)
     ws = [rng.standard_normal((64, 96)).astype(np.float32), rng.standard_normal((96, 64)).T]
-    monkeypatch.setattr(K, "ONE_ROW_VECMAT", {})
+    monkeypatch.setattr(G, "ONE_ROW_VECMAT", {})
     try:
         K.set_num_threads(1)
-        got = K.tune_one_row(ws, rounds=1)
+        got = G.tune_one_row(ws, rounds=1)
         assert set(got) == {((64, 96), "<f4", "C"), ((64, 96), "<f8", "F")}
         assert all(isinstance(v, bool) for v in got.values())
         for w in ws:
