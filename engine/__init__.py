@@ -35,6 +35,7 @@ module             what it holds                               chapter
 ``onnx_graph``     the graph's nodes, layer by layer           Appendix
 ``backend``        NumPy / CuPy                                Appendix
 ``kernels``        fused passes (speed, not ideas)             Appendix
+``gemv``           one-row products, the kernel measured       Appendix
 ``grad_kernels``   the backward passes' fused twins            Appendix
 ``threads``        the thread pool, the BLAS kept serial       Appendix
 ``memory``         malloc tuning, large arrays kept for reuse  Appendix
