@@ -60,21 +60,21 @@ def tune_one_row(ws, rounds: int = 3, clock=None) -> dict:
           and (w.flags.c_contiguous or w.flags.f_contiguous)]
     keys = {_one_row_key(w) for w in ws}
     todo = [w for w in ws if _one_row_key(w) not in ONE_ROW_VECMAT]
-    if todo:
-        xs = {w.shape[0]: {d: np.ones((1, w.shape[0]), d) for d in (np.float32, np.float64)} for w in todo}
-        best = {}  # (key, use vecmat) -> best total seconds
-        for _ in range(rounds):
-            for use in (True, False):
-                total = dict.fromkeys({_one_row_key(w) for w in todo}, 0.0)
-                for w in todo:
-                    x = xs[w.shape[0]][w.dtype.type]
-                    t = clock()
-                    vecmat(x, w) if use else blas_row(x, w)
-                    total[_one_row_key(w)] += clock() - t
-                for k, t in total.items():
-                    best[k, use] = min(best.get((k, use), math.inf), t)
-        for k in {_one_row_key(w) for w in todo}:
-            ONE_ROW_VECMAT[k] = best[k, True] < best[k, False]
+    new = {_one_row_key(w) for w in todo}
+    xs = {(w.shape[0], w.dtype): np.ones((1, w.shape[0]), w.dtype) for w in todo}
+    best = dict.fromkeys([(k, use) for k in new for use in (True, False)], math.inf)  # seconds a round
+    for _ in range(rounds):
+        for use in (True, False):
+            total = dict.fromkeys(new, 0.0)
+            for w in todo:
+                x = xs[w.shape[0], w.dtype]
+                t = clock()
+                vecmat(x, w) if use else blas_row(x, w)
+                total[_one_row_key(w)] += clock() - t
+            for k, t in total.items():
+                best[k, use] = min(best[k, use], t)
+    for k in new:
+        ONE_ROW_VECMAT[k] = best[k, True] < best[k, False]
     return {k: ONE_ROW_VECMAT[k] for k in keys}
 
 
@@ -100,8 +100,9 @@ def gemv_layout(w):
     fastest as it is. So a NumPy matrix with more rows than columns comes back as ``copy.T``: the same
     shape and values (F-contiguous), which ``matmul`` hands to the BLAS as a transposed matrix; any
     other array comes back unchanged, and so does every array on one thread, where ``linear`` runs
-    the faster of ``vecmat`` and the BLAS on the matrix as it is (``tune_one_row``). The copy costs about as much as reading the matrix 2-3
-    times, so it pays only over many steps (``generate.DECODE_LAYOUT_MIN_STEPS``).
+    the faster of ``vecmat`` and the BLAS on the matrix as it is (``tune_one_row``). The copy costs
+    about as much as reading the matrix 2-3 times, so it pays only over many steps
+    (``generate.DECODE_LAYOUT_MIN_STEPS``).
     """
     if (not isinstance(w, np.ndarray) or w.ndim != 2
             or w.shape[0] <= w.shape[1] or not w.flags.c_contiguous
